@@ -1,0 +1,13 @@
+"""Evaluation: seeded transformed queries, ISC21-style metrics, hash baselines, reports.
+
+Entry point: :func:`run_evaluation` with an :class:`EvalConfig`. Transform families
+live in :data:`FAMILIES` (``name -> function(image, rng) -> (image, params)``); the
+scoring functions in :mod:`provenance.evaluation.metrics` are pure.
+"""
+
+from __future__ import annotations
+
+from .runner import EvalConfig, EvalSummary, run_evaluation
+from .transforms import FAMILIES, apply_family, family_rng
+
+__all__ = ["FAMILIES", "EvalConfig", "EvalSummary", "apply_family", "family_rng", "run_evaluation"]

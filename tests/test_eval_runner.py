@@ -1,0 +1,147 @@
+"""End-to-end evaluation on a tiny generated benchmark with a stand-in engine."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from provenance.evaluation import EvalConfig, run_evaluation
+
+from .test_eval_transforms import portrait
+
+FAMILIES = ["crop_mild", "grayscale", "profile_post", "combo"]
+
+
+@dataclass
+class FakeMatch:
+    path: str
+    score: float
+    verdict: str
+
+
+@dataclass
+class FakeResult:
+    verdict: str
+    matches: list
+
+
+class TinyEngine:
+    """Cosine similarity of 16x16 grayscale thumbnails; 'match' above 0.9."""
+
+    def __init__(self, files: dict[str, Path]):
+        self.paths = list(files)
+        self.vectors = np.stack([self._embed(Image.open(files[p])) for p in self.paths])
+
+    @staticmethod
+    def _embed(image: Image.Image) -> np.ndarray:
+        vector = np.asarray(image.convert("L").resize((16, 16)), dtype=np.float64).ravel()
+        vector -= vector.mean()
+        return vector / (np.linalg.norm(vector) or 1.0)
+
+    def query(self, image, top_k=5):
+        scores = self.vectors @ self._embed(image)
+        order = np.argsort(-scores, kind="stable")[:top_k]
+        matches = [FakeMatch(self.paths[i], float(scores[i]), "match" if scores[i] >= 0.9 else "no_match")
+                   for i in order]
+        return FakeResult(matches[0].verdict, matches)
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("bench")
+    (root / "refs").mkdir()
+    (root / "negatives").mkdir()
+    with open(root / "refs.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "subject", "source_url", "collection"])
+        for i in range(8):
+            portrait(seed=100 + i).save(root / f"refs/r{i}.jpg", quality=95)
+            writer.writerow([f"refs/r{i}.jpg", f"Person {i}", f"https://x.example/{i}", "public-figures"])
+    with open(root / "negatives.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "kind", "subject"])
+        for i, kind in enumerate(["general", "unreferenced_person", "same_subject_other_photo"] * 2):
+            portrait(seed=200 + i).save(root / f"negatives/n{i}.jpg", quality=95)
+            writer.writerow([f"negatives/n{i}.jpg", kind, ""])
+    return root
+
+
+def evaluate(bench: Path, out: Path, seed: int = 0):
+    config = EvalConfig(refs=bench / "refs.csv", negatives=bench / "negatives.csv", out_dir=out, seed=seed,
+                        families=FAMILIES, per_family=3, baselines=("pdq", "phash"))
+    files = {f"refs/r{i}.jpg": bench / f"refs/r{i}.jpg" for i in range(8)}
+    stages = []
+    summary = run_evaluation(config, progress=lambda stage, done, total: stages.append(stage),
+                             engine=TinyEngine(files))
+    return summary, stages
+
+
+def test_run_writes_metrics_and_report(bench, tmp_path):
+    summary, stages = evaluate(bench, tmp_path / "out")
+    assert set(summary.systems) == {"engine", "pdq", "phash"}
+    engine = summary.systems["engine"]
+    assert engine["positives"] == 12 and engine["negatives"] == 6
+    assert set(engine["per_family"]) == set(FAMILIES)
+    assert set(engine["negatives_fpr"]) == {"general", "unreferenced_person", "same_subject_other_photo"}
+    assert engine["verdict"] is not None and summary.systems["pdq"]["verdict"] is None
+    assert 0.0 <= engine["micro_ap"] <= 1.0
+    assert engine["timing"]["median_ms"] is not None
+    assert {"queries", "hash refs (pdq)", "hash refs (phash)", "report"} <= set(stages)
+
+    out = tmp_path / "out"
+    payload = json.loads((out / "metrics.json").read_text())
+    assert payload["run"]["positive_queries"] == 12
+    markdown = (out / "metrics.md").read_text()
+    assert "| metric | engine | pdq | phash |" in markdown and "µAP" in markdown
+    page = (out / "report.html").read_text()
+    thumbs = [part.split('"')[0] for part in page.split('src="')[1:]]
+    assert thumbs and all((out / src).is_file() for src in thumbs)
+    records = [json.loads(line) for line in (out / "queries.jsonl").read_text().splitlines()]
+    assert len(records) == 18
+    assert all(r["params"] for r in records if r["positive"])
+
+
+def test_same_seed_same_queries_and_numbers(bench, tmp_path):
+    first, _ = evaluate(bench, tmp_path / "a")
+    second, _ = evaluate(bench, tmp_path / "b")
+    assert (tmp_path / "a/queries.jsonl").read_bytes() == (tmp_path / "b/queries.jsonl").read_bytes()
+    strip = lambda systems: {n: {k: v for k, v in m.items() if k != "timing"} for n, m in systems.items()}  # noqa: E731
+    assert strip(first.systems) == strip(second.systems)
+    third, _ = evaluate(bench, tmp_path / "c", seed=1)
+    assert (tmp_path / "c/queries.jsonl").read_bytes() != (tmp_path / "a/queries.jsonl").read_bytes()
+
+
+def test_cli_command_has_the_documented_options():
+    import typer
+    from typer.testing import CliRunner
+
+    from provenance.cli_eval import eval_command
+
+    app = typer.Typer()
+    app.command("eval")(eval_command)
+    app.command("noop")(lambda: None)
+    result = CliRunner().invoke(app, ["eval", "--help"])
+    assert result.exit_code == 0
+    for option in ("--refs", "--negatives", "--out", "--seed", "--families", "--limit", "--index", "--baselines"):
+        assert option in result.output
+
+
+def test_cli_reports_bad_family_as_an_error(bench, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from provenance.cli_eval import eval_command
+
+    app = typer.Typer()
+    app.command("eval")(eval_command)
+    app.command("noop")(lambda: None)
+    result = CliRunner().invoke(app, ["eval", "--refs", str(bench / "refs.csv"), "--out", str(tmp_path / "o"),
+                                      "--families", "nope"])
+    assert result.exit_code == 3
+    assert "unknown transform family" in result.output
