@@ -34,6 +34,7 @@ class ClipEmbedder(Embedder):
             )
         self.model_name = model
         self.pretrained = pretrained
+        self.image_size = image_size
         self._model = None
         self._lock = threading.Lock()
         size = image_size or _default_image_size(model)
@@ -45,12 +46,12 @@ class ClipEmbedder(Embedder):
         if weights and os.path.exists(weights):
             stat = os.stat(weights)
             weights = f"{os.path.basename(weights)}:{stat.st_size}"
-        return {"model": self.model_name, "pretrained": weights}
+        return {"model": self.model_name, "pretrained": weights, "image_size": self.preprocessing.size}
 
     def _load(self):
         with self._lock:
             if self._model is None:
-                self._model = _build_model(self.model_name, self.pretrained)
+                self._model = _build_model(self.model_name, self.pretrained, self.image_size)
         return self._model
 
     def embed_arrays(self, batch: np.ndarray) -> np.ndarray:
@@ -120,9 +121,11 @@ def _resolve_weights(model: str, pretrained: str) -> tuple[str, dict]:
     )
 
 
-def _build_model(model: str, pretrained: str | None):
+def _build_model(model: str, pretrained: str | None, image_size: int | None):
     open_clip = _open_clip()
     path, extra = _resolve_weights(model, pretrained) if pretrained else (None, {})
+    if image_size:
+        extra["force_image_size"] = image_size
     try:
         created = open_clip.create_model_and_transforms(model, pretrained=path, **extra)
     except Exception as exc:

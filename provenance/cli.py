@@ -1,0 +1,169 @@
+"""The ``provenance`` command line: parses, calls one library function, formats."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .errors import ProvenanceError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Find which reference photo a suspect image was copied from.")
+
+DEFAULT_INDEX = Path("indexes/default")
+EXIT_OK, EXIT_BAD_INPUT, EXIT_INDEX = 0, 3, 4
+
+
+def _fail(exc: ProvenanceError) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(exc.exit_code)
+
+
+def _progress_bar(total_hint: int | None, description: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total_hint, desc=description, unit="img", file=sys.stderr, dynamic_ncols=True,
+                disable=None if sys.stderr.isatty() else False, mininterval=0.5)
+
+
+@app.command()
+def reindex(
+    source: Path = typer.Argument(..., help="Folder of images, or a CSV/JSONL manifest with a 'path' column."),
+    index: Path = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index directory."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Delete the index and start over."),
+    embedder: str = typer.Option("effnet-lite0", help="Embedder for a new index."),
+    workers: Optional[int] = typer.Option(None, help="Decode worker processes (default: cores - 1)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Index every image of SOURCE; already-indexed images are skipped, changed ones re-embedded."""
+    from .engine import Engine
+
+    try:
+        engine = Engine.create(index, embedder, overwrite=True) if rebuild else Engine.open_or_create(index, embedder)
+        bar = None if quiet else _progress_bar(None, "reindex")
+
+        def progress(done: int, total: int) -> None:
+            if bar is not None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+        def report_error(message: str) -> None:
+            (bar.write if bar is not None else typer.echo)(f"skipped bad image: {message}", file=sys.stderr)
+
+        with engine:
+            summary = engine.reindex(source, progress=progress, workers=workers, on_error=report_error)
+        if bar is not None:
+            bar.close()
+    except ProvenanceError as exc:
+        raise _fail(exc)
+    typer.echo(f"added {summary.added}, skipped {summary.skipped}, replaced {summary.replaced}, "
+               f"failed {summary.failed} in {summary.seconds:.1f} s ({summary.images_per_second:.1f} img/s)")
+    if summary.failed:
+        typer.echo(f"failures are listed in {index / 'errors.jsonl'}", err=True)
+
+
+@app.command()
+def query(
+    images: List[Path] = typer.Argument(..., help="Suspect image file(s)."),
+    index: Path = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index directory."),
+    top_k: int = typer.Option(5, "--top-k", "-k", min=1, help="Matches to report per query."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per query per line."),
+) -> None:
+    """Which references each IMAGE may have been copied from, best first."""
+    from .engine import Engine
+    from .errors import ImageLoadError
+
+    try:
+        engine = Engine.open(index)
+    except ProvenanceError as exc:
+        raise _fail(exc)
+    exit_code = EXIT_OK
+    with engine:
+        for image in images:
+            try:
+                result = engine.query(str(image), top_k=top_k)
+            except ImageLoadError as exc:
+                exit_code = EXIT_BAD_INPUT
+                if as_json:
+                    typer.echo(json.dumps({"query": str(image), "error": exc.reason}))
+                else:
+                    typer.echo(f"error: {exc}", err=True)
+                continue
+            typer.echo(json.dumps(result.to_dict()) if as_json else _format_result(result))
+    raise typer.Exit(exit_code)
+
+
+def _format_result(result) -> str:
+    lines = [f"{result.query}: {result.verdict}"]
+    lines.append(f"  {'#':>2}  {'score':>6}  {'verdict':<9} {'subject':<24} path")
+    for rank, match in enumerate(result.matches, start=1):
+        subject = (match.subject or "-")[:24]
+        lines.append(f"  {rank:>2}  {match.score:6.3f}  {match.verdict:<9} {subject:<24} {match.path}")
+    return "\n".join(lines)
+
+
+@app.command()
+def info(
+    index: Path = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """What is in an index: embedder, counts, size on disk."""
+    from .engine import Engine
+
+    try:
+        with Engine.open(index) as engine:
+            details = engine.info()
+    except ProvenanceError as exc:
+        raise _fail(exc)
+    if as_json:
+        typer.echo(json.dumps(details.__dict__, indent=2, default=str))
+        return
+    typer.echo(f"index       {details.directory}")
+    typer.echo(f"embedder    {details.embedder['name']} (fingerprint {details.embedder['fingerprint']}, dim {details.embedder['dim']})")
+    typer.echo(f"references  {details.references}")
+    typer.echo(f"vectors     {details.vectors} ({details.vector_index.get('type')})")
+    for collection, count in sorted(details.collections.items()):
+        typer.echo(f"  {collection or '(none)':<20} {count}")
+    typer.echo(f"disk        {details.disk_bytes / 1e6:.1f} MB")
+    typer.echo(f"thresholds  {details.thresholds or 'defaults'}")
+
+
+@app.command()
+def remove(
+    index: Path = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index directory."),
+    ref_id: List[int] = typer.Option([], "--id", help="Reference id to remove (repeatable)."),
+    path: List[str] = typer.Option([], "--path", help="Reference path as ingested (repeatable)."),
+    subject: List[str] = typer.Option([], "--subject", help="Remove every reference of this subject (repeatable)."),
+) -> None:
+    """Remove references (an owner's opt-out); takes effect for the next query."""
+    from .engine import Engine
+
+    if not (ref_id or path or subject):
+        typer.echo("error: give at least one --id, --path or --subject", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    try:
+        with Engine.open(index) as engine:
+            removed = engine.remove(ref_ids=ref_id, paths=path, subjects=subject)
+    except ProvenanceError as exc:
+        raise _fail(exc)
+    typer.echo(f"removed {removed} reference(s)")
+
+
+def _register_optional_commands() -> None:
+    try:
+        from .cli_eval import eval_command
+    except ImportError:
+        return
+    app.command("eval")(eval_command)
+
+
+_register_optional_commands()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

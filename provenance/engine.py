@@ -1,0 +1,315 @@
+"""The library entry point: build, grow and query a provenance index."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from .embedders import DEFAULT_EMBEDDER, Embedder, create_embedder
+from .errors import BadInputError
+from .imageio import ImageSource, describe_source, load_image
+from .index.metadata import Reference
+from .index.store import IndexStore
+from .index.vectors import reference_ids, vector_ids
+from .ingest import Preparer, PreparedReference, ProgressCallback, batched, prepare_all
+from .results import VERDICT_MATCH, VERDICT_NO_MATCH, IndexInfo, Match, QueryResult, ReindexSummary
+from .sources import SourceRecord, scan_source
+
+#: Cosine similarity at or above which a match is called a ``match`` when the index has
+#: no calibrated threshold. Chosen from the dev-set score distributions (docs/benchmarks.md):
+#: mild edits of a photo score above it, different photos of the same person below.
+DEFAULT_MATCH_THRESHOLD = 0.80
+
+#: References embedded per forward pass during reindex.
+EMBED_BATCH = 32
+#: Committed to disk at least this often during reindex, so an interrupted run resumes.
+CHECKPOINT_EVERY = 512
+
+
+def _build_embedder(embedder: str | Embedder, options: dict[str, Any] | None) -> tuple[Embedder, dict[str, Any]]:
+    if isinstance(embedder, Embedder):
+        return embedder, dict(options or {})
+    return create_embedder(embedder, **(options or {})), dict(options or {})
+
+
+class Engine:
+    """An open provenance index with its embedder. Queries are thread-safe.
+
+    Use :meth:`create` for a new index and :meth:`open` for an existing one.
+    """
+
+    def __init__(self, store: IndexStore, embedder: Embedder):
+        self._store = store
+        self.embedder = embedder
+        self._write_lock = threading.RLock()
+
+    # -- opening -----------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        directory: str | os.PathLike,
+        embedder: str | Embedder = DEFAULT_EMBEDDER,
+        embedder_options: dict[str, Any] | None = None,
+        overwrite: bool = False,
+    ) -> "Engine":
+        """Create an empty index at ``directory`` using ``embedder`` (a registry name or instance)."""
+        model, options = _build_embedder(embedder, embedder_options)
+        description = dict(model.describe(), options=options)
+        return cls(IndexStore.create(directory, description, overwrite=overwrite), model)
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike, embedder: Embedder | None = None) -> "Engine":
+        """Open the index at ``directory``; its embedder is rebuilt from the manifest unless given.
+
+        Raises :class:`~provenance.errors.IncompatibleIndexError` when ``embedder`` differs
+        from the one the index was built with.
+        """
+        from .index.manifest import check_embedder, read_manifest
+
+        manifest = read_manifest(Path(directory))
+        if embedder is None:
+            stored = manifest.embedder
+            embedder = create_embedder(stored["name"], **stored.get("options", {}))
+        check_embedder(Path(directory), manifest, embedder.describe())
+        return cls(IndexStore.open(directory, embedder.describe()), embedder)
+
+    @classmethod
+    def open_or_create(cls, directory: str | os.PathLike, embedder: str | Embedder = DEFAULT_EMBEDDER, **kwargs: Any) -> "Engine":
+        """Open the index at ``directory``, creating it when absent."""
+        if (Path(directory) / "manifest.json").exists():
+            return cls.open(directory, embedder if isinstance(embedder, Embedder) else None)
+        return cls.create(directory, embedder, **kwargs)
+
+    def close(self) -> None:
+        self._store.close()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def directory(self) -> Path:
+        return self._store.directory
+
+    @property
+    def match_threshold(self) -> float:
+        """Score at or above which a candidate is a ``match`` (calibrated value if stored)."""
+        return float(self._store.manifest.thresholds.get("match", DEFAULT_MATCH_THRESHOLD))
+
+    # -- adding --------------------------------------------------------------------------
+    def add(self, image: ImageSource, path: str | None = None, *, subject: str | None = None,
+            source_url: str | None = None, collection: str | None = None, extra: dict[str, Any] | None = None,
+            save: bool = True) -> int:
+        """Embed and index one reference image; returns its reference id."""
+        loaded = load_image(image, target_size=self.embedder.preprocessing.size)
+        name = path if path is not None else describe_source(image)
+        record = SourceRecord(name, name, subject, source_url, collection, dict(extra or {}))
+        prepared = PreparedReference(
+            record, loaded.sha256 or _pixel_digest(loaded.image), loaded.original_size[0], loaded.original_size[1],
+            {0: self.embedder.preprocessing.to_array(loaded.image)},
+        )
+        with self._write_lock:
+            (ref_id,) = self._index_prepared([prepared])
+            if save:
+                self._store.save()
+        return ref_id
+
+    def reindex(self, source: str | os.PathLike, *, progress: ProgressCallback | None = None,
+                workers: int | None = None, batch_size: int = EMBED_BATCH,
+                on_error: Callable[[str], None] | None = None) -> ReindexSummary:
+        """Index every image of a folder or manifest; already-indexed content is skipped.
+
+        A file whose path is indexed with different content is re-embedded and replaces
+        the old entry. Bad images are reported to ``on_error``, recorded in the summary and
+        in ``errors.jsonl`` in the index directory; they never stop the run. Progress is committed every
+        ``CHECKPOINT_EVERY`` references, so an interrupted run resumes where it stopped.
+        """
+        started = time.perf_counter()
+        records = scan_source(source)
+        with self._write_lock:
+            metadata = self._store.metadata
+            indexed_by_path = metadata.path_hashes()
+            known = metadata.known_hashes()
+            preparer = Preparer(self.embedder.preprocessing, known_hashes=frozenset(known))
+            counts = {"added": 0, "skipped": 0, "replaced": 0, "failed": 0}
+            errors: list[str] = []
+            since_checkpoint = 0
+            done = 0
+            stream = prepare_all(records, preparer, workers)
+            for chunk in batched(stream, batch_size):
+                to_index = []
+                for item in chunk:
+                    outcome = self._triage(item, known, errors)
+                    if outcome == "failed" and on_error is not None:
+                        on_error(errors[-1])
+                    if outcome == "index":
+                        to_index.append(item)
+                    else:
+                        counts[outcome] += 1
+                replaced = self._drop_replaced(to_index, indexed_by_path)
+                counts["replaced"] += replaced
+                self._index_prepared(to_index)
+                counts["added"] += len(to_index)
+                since_checkpoint += len(to_index)
+                done += len(chunk)
+                if since_checkpoint >= CHECKPOINT_EVERY:
+                    self._store.save()
+                    since_checkpoint = 0
+                if progress is not None:
+                    progress(done, len(records))
+            self._store.save()
+        return ReindexSummary(counts["added"], counts["skipped"], counts["replaced"], counts["failed"],
+                              time.perf_counter() - started, errors)
+
+    def _triage(self, item: PreparedReference, known: set[str], errors: list[str]) -> str:
+        if item.error is not None:
+            errors.append(item.error)
+            self._store.append_error(json.dumps({"file": item.record.file, "error": item.error, "at": time.time()}))
+            return "failed"
+        if item.already_known or item.sha256 in known:
+            return "skipped"
+        known.add(item.sha256)
+        return "index"
+
+    def _drop_replaced(self, items: list[PreparedReference], indexed_by_path: dict) -> int:
+        stale = [ref_id for item in items for ref_id, _ in indexed_by_path.pop(item.record.path, [])]
+        if stale:
+            self._remove_ids(stale)
+        return len(stale)
+
+    def _index_prepared(self, items: list[PreparedReference]) -> list[int]:
+        if not items:
+            return []
+        metadata = self._store.metadata
+        first_id = metadata.next_id()
+        ref_ids, regions, arrays = [], [], []
+        now = time.time()
+        for offset, item in enumerate(items):
+            ref_id = first_id + offset
+            record = item.record
+            metadata.insert(Reference(ref_id, item.sha256 or "", record.path, record.subject, record.source_url,
+                                      record.collection, item.width, item.height, now, dict(record.extra)))
+            for region, array in sorted(item.arrays.items()):
+                ref_ids.append(ref_id)
+                regions.append(region)
+                arrays.append(array)
+        vectors = self.embedder.embed_arrays(np.stack(arrays))
+        self._store.vectors.add(vector_ids(np.array(ref_ids), np.array(regions)), vectors)
+        return [first_id + offset for offset in range(len(items))]
+
+    # -- removing ------------------------------------------------------------------------
+    def remove(self, *, ref_ids: Iterable[int] = (), paths: Iterable[str] = (), subjects: Iterable[str] = ()) -> int:
+        """Remove references by id, ingested path or subject; returns how many were removed."""
+        metadata = self._store.metadata
+        targets = {int(ref_id) for ref_id in ref_ids if metadata.get([int(ref_id)])}
+        for path in paths:
+            targets.update(metadata.ids_where("path", path))
+        for subject in subjects:
+            targets.update(metadata.ids_where("subject", subject))
+        if not targets:
+            return 0
+        with self._write_lock:
+            self._remove_ids(sorted(targets))
+            self._store.save()
+        return len(targets)
+
+    def _remove_ids(self, ids: list[int]) -> None:
+        self._store.vectors.remove_references(ids)
+        self._store.metadata.delete(ids)
+
+    # -- querying ------------------------------------------------------------------------
+    def embed_query(self, image: ImageSource) -> tuple[np.ndarray, str]:
+        """The query vector(s) for ``image`` and the name to report it by."""
+        loaded = load_image(image, target_size=self.embedder.preprocessing.size)
+        return self.embedder.embed([loaded.image]), describe_source(image)
+
+    def query(self, image: ImageSource, top_k: int = 5) -> QueryResult:
+        """Which references ``image`` may have been copied from, best first."""
+        started = time.perf_counter()
+        vectors, name = self.embed_query(image)
+        (result,) = self._results_for([vectors], [name], top_k)
+        return _with_seconds(result, time.perf_counter() - started)
+
+    def query_batch(self, images: Sequence[ImageSource], top_k: int = 5) -> list[QueryResult]:
+        """Like :meth:`query` for many images, embedding them in one batch.
+
+        A bad image raises :class:`~provenance.errors.ImageLoadError`; callers that want
+        per-image errors should load images first or call :meth:`query` per image.
+        """
+        started = time.perf_counter()
+        size = self.embedder.preprocessing.size
+        loaded = [load_image(image, target_size=size).image for image in images]
+        vectors = self.embedder.embed(loaded) if loaded else np.zeros((0, self.embedder.dim), np.float32)
+        names = [describe_source(image) for image in images]
+        results = self._results_for([vectors[i : i + 1] for i in range(len(images))], names, top_k)
+        each = (time.perf_counter() - started) / max(1, len(images))
+        return [_with_seconds(result, each) for result in results]
+
+    def _results_for(self, per_query_vectors: list[np.ndarray], names: list[str], top_k: int) -> list[QueryResult]:
+        if top_k < 1:
+            raise BadInputError("top_k must be at least 1")
+        if not per_query_vectors:
+            return []
+        counts = [len(vectors) for vectors in per_query_vectors]
+        # over-fetch so that several regions of one reference do not crowd out others
+        scores, ids = self._store.vectors.search(np.concatenate(per_query_vectors), top_k * 4)
+        refs = reference_ids(ids)
+        results, row = [], 0
+        for name, count in zip(names, counts):
+            best = _best_per_reference(scores[row : row + count], refs[row : row + count], top_k)
+            row += count
+            results.append(self._make_result(name, best))
+        return results
+
+    def _make_result(self, name: str, best: list[tuple[int, float]]) -> QueryResult:
+        references = self._store.metadata.get(ref_id for ref_id, _ in best)
+        threshold = self.match_threshold
+        matches = []
+        for ref_id, score in best:
+            reference = references.get(ref_id)
+            if reference is None:  # removed after the search started
+                continue
+            verdict = VERDICT_MATCH if score >= threshold else VERDICT_NO_MATCH
+            matches.append(Match(ref_id, reference.path, round(float(score), 6), verdict, reference.subject,
+                                 reference.source_url, reference.collection, reference.sha256, reference.extra))
+        verdict = matches[0].verdict if matches else VERDICT_NO_MATCH
+        return QueryResult(name, verdict, matches)
+
+    # -- inspecting ----------------------------------------------------------------------
+    def info(self) -> IndexInfo:
+        """Embedder, counts and size on disk of this index."""
+        manifest = self._store.manifest
+        metadata = self._store.metadata
+        return IndexInfo(str(self.directory), manifest.embedder, metadata.count(), self._store.vectors.ntotal,
+                         metadata.count_by("collection"), self._store.disk_usage(), manifest.created_at,
+                         manifest.updated_at, manifest.vector_index, dict(manifest.thresholds))
+
+    def reference(self, ref_id: int) -> Reference | None:
+        """The stored metadata of one reference."""
+        return self._store.metadata.get([ref_id]).get(ref_id)
+
+
+def _best_per_reference(scores: np.ndarray, refs: np.ndarray, top_k: int) -> list[tuple[int, float]]:
+    best: dict[int, float] = {}
+    for score, ref_id in zip(scores.ravel(), refs.ravel()):
+        if ref_id >= 0 and score > best.get(int(ref_id), -np.inf):
+            best[int(ref_id)] = float(score)
+    return sorted(best.items(), key=lambda item: (-item[1], item[0]))[:top_k]
+
+
+def _with_seconds(result: QueryResult, seconds: float) -> QueryResult:
+    return QueryResult(result.query, result.verdict, result.matches, seconds)
+
+
+def _pixel_digest(image) -> str:
+    import hashlib
+
+    return hashlib.sha256(image.tobytes()).hexdigest()

@@ -1,0 +1,1 @@
+"""On-disk index directory: manifest, FAISS vectors and SQLite metadata."""

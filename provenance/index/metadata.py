@@ -1,0 +1,174 @@
+"""SQLite metadata beside the FAISS index: one row per reference, plus index state.
+
+The SQLite commit is the index's commit point: the row changes and the name of the FAISS
+file that matches them are committed in one transaction (see :mod:`.store`).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS refs (
+    id INTEGER PRIMARY KEY,
+    sha256 TEXT NOT NULL,
+    path TEXT NOT NULL,
+    subject TEXT,
+    source_url TEXT,
+    collection TEXT,
+    width INTEGER,
+    height INTEGER,
+    added_at REAL NOT NULL,
+    extra TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS refs_sha256 ON refs(sha256);
+CREATE INDEX IF NOT EXISTS refs_path ON refs(path);
+CREATE INDEX IF NOT EXISTS refs_subject ON refs(subject);
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS blobs (
+    ref_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (ref_id, kind)
+);
+"""
+
+_COLUMNS = ("id", "sha256", "path", "subject", "source_url", "collection", "width", "height", "added_at", "extra")
+
+
+@dataclass
+class Reference:
+    """One indexed reference photo."""
+
+    id: int
+    sha256: str
+    path: str
+    subject: str | None = None
+    source_url: str | None = None
+    collection: str | None = None
+    width: int | None = None
+    height: int | None = None
+    added_at: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, row: tuple) -> "Reference":
+        values = dict(zip(_COLUMNS, row))
+        values["extra"] = json.loads(values["extra"] or "{}")
+        return cls(**values)
+
+
+class MetadataStore:
+    """Thread-safe access to the SQLite metadata file; writes stay pending until commit."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._connection = sqlite3.connect(str(path), check_same_thread=False, isolation_level="DEFERRED")
+        self._connection.execute("PRAGMA journal_mode=WAL")
+        self._connection.execute("PRAGMA synchronous=FULL")
+        self._connection.executescript(_SCHEMA)
+        self._connection.commit()
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._connection.close()
+
+    def next_id(self) -> int:
+        with self._lock:
+            row = self._connection.execute("SELECT COALESCE(MAX(id), -1) + 1 FROM refs").fetchone()
+            stored = int(self.get_state("next_id", "0"))
+            return max(int(row[0]), stored)
+
+    def insert(self, reference: Reference) -> None:
+        values = [getattr(reference, column) for column in _COLUMNS]
+        values[-1] = json.dumps(reference.extra, sort_keys=True, default=str)
+        with self._lock:
+            self._connection.execute(f"INSERT INTO refs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})", values)
+            self.set_state("next_id", str(reference.id + 1))
+
+    def put_blob(self, ref_id: int, kind: str, data: bytes) -> None:
+        with self._lock:
+            self._connection.execute("INSERT OR REPLACE INTO blobs (ref_id, kind, data) VALUES (?, ?, ?)", (ref_id, kind, data))
+
+    def get_blob(self, ref_id: int, kind: str) -> bytes | None:
+        with self._lock:
+            row = self._connection.execute("SELECT data FROM blobs WHERE ref_id=? AND kind=?", (ref_id, kind)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def delete(self, ref_ids: Iterable[int]) -> None:
+        ids = [(int(ref_id),) for ref_id in ref_ids]
+        with self._lock:
+            self._connection.executemany("DELETE FROM refs WHERE id=?", ids)
+            self._connection.executemany("DELETE FROM blobs WHERE ref_id=?", ids)
+
+    def get(self, ref_ids: Iterable[int]) -> dict[int, Reference]:
+        ids = [int(ref_id) for ref_id in ref_ids]
+        if not ids:
+            return {}
+        found: dict[int, Reference] = {}
+        with self._lock:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                rows = self._connection.execute(
+                    f"SELECT {', '.join(_COLUMNS)} FROM refs WHERE id IN ({', '.join('?' * len(chunk))})", chunk
+                ).fetchall()
+                for row in rows:
+                    found[row[0]] = Reference.from_row(row)
+        return found
+
+    def ids_where(self, column: str, value: str) -> list[int]:
+        if column not in ("id", "sha256", "path", "subject", "collection", "source_url"):
+            raise ValueError(f"cannot select references by {column!r}")
+        with self._lock:
+            return [row[0] for row in self._connection.execute(f"SELECT id FROM refs WHERE {column}=?", (value,))]
+
+    def known_hashes(self) -> set[str]:
+        with self._lock:
+            return {row[0] for row in self._connection.execute("SELECT sha256 FROM refs")}
+
+    def path_hashes(self) -> dict[str, list[tuple[int, str]]]:
+        """path -> [(id, sha256)] for every reference."""
+        result: dict[str, list[tuple[int, str]]] = {}
+        with self._lock:
+            for ref_id, path, digest in self._connection.execute("SELECT id, path, sha256 FROM refs"):
+                result.setdefault(path, []).append((ref_id, digest))
+        return result
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._connection.execute("SELECT COUNT(*) FROM refs").fetchone()[0])
+
+    def count_by(self, column: str) -> dict[str, int]:
+        if column not in ("collection", "subject"):
+            raise ValueError(column)
+        with self._lock:
+            rows = self._connection.execute(f"SELECT COALESCE({column}, ''), COUNT(*) FROM refs GROUP BY 1").fetchall()
+        return {key: int(value) for key, value in rows}
+
+    def get_state(self, key: str, default: str | None = None) -> str | None:
+        with self._lock:
+            row = self._connection.execute("SELECT value FROM state WHERE key=?", (key,)).fetchone()
+        return default if row is None else row[0]
+
+    def set_state(self, key: str, value: str) -> None:
+        with self._lock:
+            self._connection.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, value))
+
+    def commit(self) -> None:
+        with self._lock:
+            self._connection.commit()
+
+    def rollback(self) -> None:
+        with self._lock:
+            self._connection.rollback()
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,134 @@
+"""An index directory: manifest + FAISS file + SQLite metadata, saved atomically.
+
+Commit protocol (a crash at any point leaves the last committed index usable):
+1. the FAISS index is written to a new file ``vectors-<generation>.faiss``;
+2. one SQLite transaction commits the pending row changes together with the name of
+   that file (the commit point);
+3. the manifest is replaced atomically (counts, times) and stale FAISS files deleted.
+Opening reads the FAISS file named in SQLite, so a save cut short before step 2 is
+invisible: the old rows and the old FAISS file are still paired.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import CorruptIndexError, IndexExistsError
+from .manifest import MANIFEST_NAME, Manifest, atomic_write_bytes, check_embedder, read_manifest, write_manifest
+from .metadata import MetadataStore
+from .vectors import VectorIndex
+
+METADATA_NAME = "metadata.sqlite"
+ERRORS_NAME = "errors.jsonl"
+_FAISS_STATE_KEY = "faiss_file"
+
+
+class IndexStore:
+    """The files of one index directory, opened for reading and writing."""
+
+    def __init__(self, directory: Path, manifest: Manifest, metadata: MetadataStore, vectors: VectorIndex):
+        self.directory = directory
+        self.manifest = manifest
+        self.metadata = metadata
+        self.vectors = vectors
+        self._save_lock = threading.Lock()
+
+    @classmethod
+    def create(cls, directory: str | os.PathLike, embedder_description: dict[str, Any], overwrite: bool = False) -> "IndexStore":
+        """Create an empty index; an existing one is refused unless ``overwrite``."""
+        directory = Path(directory)
+        if (directory / MANIFEST_NAME).exists():
+            if not overwrite:
+                raise IndexExistsError(f"an index already exists at {directory}; use rebuild/overwrite to replace it")
+            _remove_index_files(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        metadata = MetadataStore(directory / METADATA_NAME)
+        vectors = VectorIndex(int(embedder_description["dim"]))
+        manifest = Manifest(embedder=embedder_description, vector_index=vectors.describe())
+        store = cls(directory, manifest, metadata, vectors)
+        store.save()
+        return store
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike, embedder_description: dict[str, Any] | None = None) -> "IndexStore":
+        """Open an existing index, refusing a mismatched embedder when one is given."""
+        directory = Path(directory)
+        manifest = read_manifest(directory)
+        if embedder_description is not None:
+            check_embedder(directory, manifest, embedder_description)
+        metadata_path = directory / METADATA_NAME
+        if not metadata_path.is_file():
+            raise CorruptIndexError(f"index at {directory} has no {METADATA_NAME}")
+        metadata = MetadataStore(metadata_path)
+        faiss_name = metadata.get_state(_FAISS_STATE_KEY)
+        if faiss_name is None:
+            raise CorruptIndexError(f"index at {directory} names no vector file")
+        vectors = VectorIndex.load(directory / faiss_name, int(manifest.embedder["dim"]))
+        store = cls(directory, manifest, metadata, vectors)
+        store._check_consistency()
+        return store
+
+    def _check_consistency(self) -> None:
+        recorded = self.metadata.get_state("vector_count")
+        if recorded is not None and int(recorded) != self.vectors.ntotal:
+            raise CorruptIndexError(
+                f"index at {self.directory}: vector file holds {self.vectors.ntotal} vectors, metadata expects {recorded}"
+            )
+
+    def save(self) -> None:
+        """Persist pending changes atomically (see the module docstring)."""
+        with self._save_lock:
+            generation = int(self.metadata.get_state("generation", "0")) + 1
+            faiss_name = f"vectors-{generation:06d}.faiss"
+            temporary = self.directory / f".{faiss_name}.tmp"
+            self.vectors.save(temporary)
+            with open(temporary, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(temporary, self.directory / faiss_name)
+            self.metadata.set_state(_FAISS_STATE_KEY, faiss_name)
+            self.metadata.set_state("generation", str(generation))
+            self.metadata.set_state("vector_count", str(self.vectors.ntotal))
+            self.metadata.commit()
+            self.manifest.updated_at = time.time()
+            self.manifest.reference_count = self.metadata.count()
+            self.manifest.vector_count = self.vectors.ntotal
+            self.manifest.vector_index = self.vectors.describe()
+            write_manifest(self.directory, self.manifest)
+            self._delete_stale_vector_files(faiss_name)
+
+    def _delete_stale_vector_files(self, current: str) -> None:
+        for path in self.directory.glob("vectors-*.faiss"):
+            if path.name != current:
+                path.unlink(missing_ok=True)
+
+    def discard(self) -> None:
+        """Drop uncommitted metadata changes (the in-memory vectors are not rolled back)."""
+        self.metadata.rollback()
+
+    def write_manifest_now(self) -> None:
+        write_manifest(self.directory, self.manifest)
+
+    def append_error(self, line: str) -> None:
+        with open(self.directory / ERRORS_NAME, "a", encoding="utf-8") as handle:
+            handle.write(line.rstrip("\n") + "\n")
+
+    def disk_usage(self) -> int:
+        """Bytes used by the index directory."""
+        return sum(path.stat().st_size for path in self.directory.iterdir() if path.is_file())
+
+    def close(self) -> None:
+        self.metadata.close()
+
+
+def _remove_index_files(directory: Path) -> None:
+    for name in (MANIFEST_NAME, METADATA_NAME, f"{METADATA_NAME}-wal", f"{METADATA_NAME}-shm", ERRORS_NAME):
+        (directory / name).unlink(missing_ok=True)
+    for path in directory.glob("vectors-*.faiss"):
+        path.unlink(missing_ok=True)
+
+
+__all__ = ["IndexStore", "atomic_write_bytes", "METADATA_NAME", "ERRORS_NAME"]

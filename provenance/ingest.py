@@ -1,0 +1,122 @@
+"""Preparing references for the index: read, hash, decode and preprocess, in parallel.
+
+Decoding runs in worker processes while the parent embeds, so the model never waits on
+JPEG decoding. Workers return small uint8 arrays, never PIL objects, to keep pickling cheap.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from .embedders.base import Preprocessing
+from .errors import ImageLoadError
+from .imageio import DEFAULT_MAX_PIXELS, load_image, read_source_bytes
+from .sources import SourceRecord
+
+#: Below this many references a worker pool costs more to start than it saves.
+POOL_THRESHOLD = 64
+
+
+@dataclass(frozen=True)
+class Preparer:
+    """Picklable recipe run in worker processes for each reference file."""
+
+    preprocessing: Preprocessing
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    known_hashes: frozenset[str] = frozenset()
+
+    def __call__(self, record: SourceRecord) -> "PreparedReference":
+        started = time.perf_counter()
+        try:
+            data = read_source_bytes(record.file)
+            import hashlib
+
+            digest = hashlib.sha256(data).hexdigest()
+            if digest in self.known_hashes:
+                return PreparedReference(record, digest, seconds=time.perf_counter() - started, already_known=True)
+            loaded = load_image(data, max_pixels=self.max_pixels, target_size=self.preprocessing.size)
+            array = self.preprocessing.to_array(loaded.image)
+            width, height = loaded.original_size
+            return PreparedReference(
+                record, digest, width=width, height=height, arrays={0: array}, seconds=time.perf_counter() - started
+            )
+        except ImageLoadError as exc:
+            return PreparedReference(record, None, error=f"{record.file}: {exc.reason}", seconds=time.perf_counter() - started)
+        except Exception as exc:  # one bad file must never abort a reindex
+            return PreparedReference(record, None, error=f"{record.file}: {type(exc).__name__}: {exc}")
+
+
+@dataclass
+class PreparedReference:
+    """A reference ready to embed, or the reason it cannot be."""
+
+    record: SourceRecord
+    sha256: str | None
+    width: int | None = None
+    height: int | None = None
+    arrays: dict[int, np.ndarray] = field(default_factory=dict)  # region number -> model input
+    error: str | None = None
+    seconds: float = 0.0
+    already_known: bool = False
+
+
+_worker_preparer: Preparer | None = None
+
+
+def _init_worker(preparer: Preparer) -> None:
+    global _worker_preparer  # per worker process; the parent never reads it
+    _worker_preparer = preparer
+    try:
+        import cv2  # noqa: F401  keep OpenCV from spawning its own thread pool per worker
+
+        cv2.setNumThreads(1)
+    except Exception:
+        pass
+
+
+def _prepare_in_worker(record: SourceRecord) -> PreparedReference:
+    assert _worker_preparer is not None
+    return _worker_preparer(record)
+
+
+def default_worker_count() -> int:
+    """Decode workers: leave one core to the model, never fewer than one worker."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores - 1))
+
+
+def prepare_all(
+    records: list[SourceRecord], preparer: Preparer, workers: int | None = None
+) -> Iterator[PreparedReference]:
+    """Yield prepared references in input order, decoding in worker processes when it pays."""
+    workers = default_worker_count() if workers is None else workers
+    if workers <= 0 or len(records) < POOL_THRESHOLD:
+        yield from map(preparer, records)
+        return
+    # fork, not spawn/forkserver: those re-import the caller's __main__, which re-runs any
+    # script that lacks an `if __name__ == "__main__"` guard. Workers only use PIL and
+    # numpy, never torch, so forking a parent that has loaded a model is safe.
+    context = multiprocessing.get_context("fork")
+    with context.Pool(workers, initializer=_init_worker, initargs=(preparer,)) as pool:
+        yield from pool.imap(_prepare_in_worker, records, chunksize=8)
+
+
+def batched(items: Iterable, size: int) -> Iterator[list]:
+    """Consecutive lists of at most ``size`` items."""
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+ProgressCallback = Callable[[int, int], None]

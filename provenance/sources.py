@@ -1,0 +1,107 @@
+"""Reference sources: a folder of images, or a CSV/JSONL manifest with a ``path`` column."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ManifestError
+from .imageio import is_image_path
+
+_KNOWN_FIELDS = ("subject", "source_url", "collection")
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """One reference to ingest: where to read it, what to call it, and its metadata."""
+
+    path: str  # as ingested: manifest value, or folder-relative path joined to the folder as given
+    file: str  # where to read the bytes
+    subject: str | None = None
+    source_url: str | None = None
+    collection: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def scan_source(source: str | os.PathLike) -> list[SourceRecord]:
+    """Records for a folder (recursive) or a ``.csv``/``.jsonl`` manifest."""
+    source_path = Path(source)
+    if source_path.is_dir():
+        return scan_folder(source_path)
+    if not source_path.exists():
+        raise ManifestError(f"{source}: no such file or folder")
+    suffix = source_path.suffix.lower()
+    if suffix == ".csv":
+        rows = _read_csv(source_path)
+    elif suffix in (".jsonl", ".ndjson"):
+        rows = _read_jsonl(source_path)
+    else:
+        raise ManifestError(f"{source}: a source must be a folder, a .csv or a .jsonl manifest")
+    return [_record_from_row(row, source_path, number) for number, row in rows]
+
+
+def scan_folder(folder: Path) -> list[SourceRecord]:
+    """Every image file under ``folder`` (common extensions, case-insensitive), sorted."""
+    records = []
+    for root, directories, files in os.walk(folder):
+        directories[:] = sorted(name for name in directories if not name.startswith("."))
+        for name in sorted(files):
+            if name.startswith(".") or not is_image_path(name):
+                continue
+            full = os.path.join(root, name)
+            records.append(SourceRecord(path=full, file=full))
+    return records
+
+
+def _read_csv(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None or "path" not in reader.fieldnames:
+                raise ManifestError(f"{path}: the CSV manifest needs a 'path' column (found {reader.fieldnames})")
+            return [(number, row) for number, row in enumerate(reader, start=2)]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ManifestError(f"{path}: cannot read manifest ({exc})") from None
+
+
+def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    rows = []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError as exc:
+                    raise ManifestError(f"{path}:{number}: invalid JSON ({exc})") from None
+                if not isinstance(row, dict):
+                    raise ManifestError(f"{path}:{number}: each line must be a JSON object")
+                rows.append((number, row))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path}: cannot read manifest ({exc})") from None
+    return rows
+
+
+def _record_from_row(row: dict[str, Any], manifest: Path, number: int) -> SourceRecord:
+    raw_path = row.get("path")
+    if raw_path is None or str(raw_path).strip() == "":
+        raise ManifestError(f"{manifest}:{number}: empty 'path'")
+    raw_path = str(raw_path).strip()
+    if "://" in raw_path:
+        raise ManifestError(f"{manifest}:{number}: {raw_path} is a URL; provenance never fetches URLs, download it first")
+    file = raw_path if os.path.isabs(raw_path) else str(manifest.parent / raw_path)
+    known = {name: _clean(row.get(name)) for name in _KNOWN_FIELDS}
+    extra = {key: value for key, value in row.items() if key not in ("path", *_KNOWN_FIELDS) and key is not None}
+    return SourceRecord(path=raw_path, file=file, extra=extra, **known)
+
+
+def _clean(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None

@@ -1,0 +1,54 @@
+"""Shared fixtures: synthetic photos generated in code, so no test needs ../shared."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFilter
+
+
+def synthetic_photo(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:
+    """A textured, photo-like RGB image that differs strongly between seeds."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = np.stack(
+        [np.sin(x / rng.uniform(8, 40) + rng.uniform(0, 6)) * np.cos(y / rng.uniform(8, 40)) for _ in range(3)], axis=-1
+    )
+    array = ((base * 0.5 + 0.5) * rng.uniform(80, 200, size=3)).astype(np.uint8)
+    image = Image.fromarray(array, "RGB")
+    draw = ImageDraw.Draw(image)
+    for _ in range(25):
+        x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
+        x1, y1 = x0 + int(rng.integers(10, width // 2)), y0 + int(rng.integers(10, height // 2))
+        colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
+        if rng.random() < 0.5:
+            draw.ellipse([x0, y0, x1, y1], fill=colour, outline=(0, 0, 0))
+        else:
+            draw.rectangle([x0, y0, x1, y1], fill=colour, outline=(255, 255, 255))
+    noise = rng.normal(0, 6, size=(height, width, 3))
+    noisy = np.clip(np.asarray(image, dtype=np.float32) + noise, 0, 255).astype(np.uint8)
+    return Image.fromarray(noisy, "RGB").filter(ImageFilter.SMOOTH)
+
+
+@pytest.fixture(scope="session")
+def photos() -> list[Image.Image]:
+    return [synthetic_photo(seed) for seed in range(8)]
+
+
+@pytest.fixture(scope="session")
+def effnet():
+    from provenance.embedders import create_embedder
+
+    return create_embedder("effnet-lite0")
+
+
+@pytest.fixture()
+def photo_folder(tmp_path, photos):
+    folder = tmp_path / "refs"
+    (folder / "nested").mkdir(parents=True)
+    for number, photo in enumerate(photos[:6]):
+        target = folder / ("nested" if number % 2 else "") / f"photo_{number}.{'JPG' if number == 3 else 'jpg'}"
+        photo.save(target, quality=92)
+    (folder / "notes.txt").write_text("not an image")
+    return folder

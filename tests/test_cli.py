@@ -1,0 +1,81 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from provenance.cli import app
+
+from .conftest import synthetic_photo
+
+runner = CliRunner()
+
+
+@pytest.fixture()
+def built_index(tmp_path, photo_folder):
+    index = tmp_path / "index"
+    result = runner.invoke(app, ["reindex", str(photo_folder), "--index", str(index), "--quiet", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    assert "added 6, skipped 0, replaced 0, failed 0" in result.output
+    return index
+
+
+def test_reindex_is_incremental_and_rebuild_starts_over(built_index, photo_folder):
+    again = runner.invoke(app, ["reindex", str(photo_folder), "-i", str(built_index), "-q", "--workers", "0"])
+    assert "added 0, skipped 6" in again.output
+    rebuilt = runner.invoke(app, ["reindex", str(photo_folder), "-i", str(built_index), "-q", "--rebuild", "--workers", "0"])
+    assert "added 6, skipped 0" in rebuilt.output
+
+
+def test_reindex_reports_bad_images(tmp_path, photo_folder):
+    (photo_folder / "bad.jpg").write_text("nope")
+    result = runner.invoke(app, ["reindex", str(photo_folder), "-i", str(tmp_path / "i"), "-q", "--workers", "0"])
+    assert result.exit_code == 0
+    assert "failed 1" in result.output and "bad.jpg" in result.output
+
+
+def test_reindex_bad_source_exit_code(tmp_path):
+    result = runner.invoke(app, ["reindex", str(tmp_path / "missing.csv"), "-i", str(tmp_path / "i")])
+    assert result.exit_code == 3 and "no such file" in result.output
+
+
+def test_query_json_one_object_per_line(built_index, tmp_path, photos):
+    copy = tmp_path / "copy.jpg"
+    photos[2].crop((10, 10, 300, 220)).save(copy, quality=70)
+    other = tmp_path / "other.jpg"
+    synthetic_photo(77).save(other)
+    result = runner.invoke(app, ["query", str(copy), str(other), "-i", str(built_index), "--json", "--top-k", "2"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.output.strip().splitlines()]
+    assert [line["query"] for line in lines] == [str(copy), str(other)]
+    first = lines[0]
+    assert first["verdict"] == "match" and first["matches"][0]["path"].endswith("photo_2.jpg")
+    assert len(first["matches"]) == 2
+    assert set(first["matches"][0]) >= {"path", "subject", "source_url", "score", "verdict"}
+
+
+def test_query_table_and_exit_codes(built_index, tmp_path, photos):
+    copy = tmp_path / "copy.png"
+    photos[0].save(copy)
+    table = runner.invoke(app, ["query", str(copy), "-i", str(built_index)])
+    assert table.exit_code == 0 and "photo_0.jpg" in table.output and "score" in table.output
+    bad = runner.invoke(app, ["query", str(tmp_path / "missing.jpg"), str(copy), "-i", str(built_index), "--json"])
+    assert bad.exit_code == 3
+    assert "file not found" in bad.output and "photo_0.jpg" in bad.output
+    no_index = runner.invoke(app, ["query", str(copy), "-i", str(tmp_path / "none")])
+    assert no_index.exit_code == 4 and "no index" in no_index.output
+
+
+def test_info(built_index):
+    result = runner.invoke(app, ["info", "-i", str(built_index)])
+    assert result.exit_code == 0 and "references  6" in result.output and "effnet-lite0" in result.output
+    as_json = json.loads(runner.invoke(app, ["info", "-i", str(built_index), "--json"]).output)
+    assert as_json["references"] == 6
+
+
+def test_remove(built_index, photo_folder):
+    target = str(photo_folder / "photo_0.jpg")
+    result = runner.invoke(app, ["remove", "-i", str(built_index), "--path", target])
+    assert result.exit_code == 0 and "removed 1" in result.output
+    info = runner.invoke(app, ["info", "-i", str(built_index)])
+    assert "references  5" in info.output
+    assert runner.invoke(app, ["remove", "-i", str(built_index)]).exit_code == 3

@@ -1,0 +1,93 @@
+"""Conformance: every registered embedder must pass these."""
+
+import time
+
+import numpy as np
+import pytest
+
+from provenance.embedders import available_embedders, create_embedder, register_embedder
+from provenance.errors import BadInputError, EmbedderUnavailableError
+
+from .conftest import synthetic_photo
+
+EMBEDDER_CASES = {
+    "effnet-lite0": {},
+    # random weights, asked for explicitly: the tests check behaviour, not quality
+    "clip": {"model": "RN50", "pretrained": None, "image_size": 96},
+}
+
+
+@pytest.fixture(scope="module", params=sorted(EMBEDDER_CASES))
+def embedder(request, effnet):
+    if request.param == "effnet-lite0":
+        return effnet
+    return create_embedder(request.param, **EMBEDDER_CASES[request.param])
+
+
+def test_every_registered_embedder_is_covered():
+    assert set(available_embedders()) == set(EMBEDDER_CASES)
+
+
+def test_shape_dtype_and_unit_norm(embedder):
+    vectors = embedder.embed([synthetic_photo(1), synthetic_photo(2, size=(100, 300))])
+    assert vectors.shape == (2, embedder.dim)
+    assert vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert embedder.embed([]).shape == (0, embedder.dim)
+
+
+def test_deterministic_and_batch_equals_single(embedder):
+    images = [synthetic_photo(seed) for seed in range(3)]
+    batch = embedder.embed(images)
+    again = embedder.embed(images)
+    singles = np.concatenate([embedder.embed([image]) for image in images])
+    assert np.allclose(batch, again, atol=1e-6)
+    assert np.allclose(batch, singles, atol=1e-4)
+
+
+def test_fingerprint_is_stable_and_describes_config(embedder):
+    assert embedder.fingerprint == embedder.fingerprint
+    described = embedder.describe()
+    assert described["name"] == embedder.name and described["dim"] == embedder.dim
+    assert len(embedder.fingerprint) == 16
+
+
+def test_effnet_fingerprint_changes_with_config(effnet):
+    other = create_embedder("effnet-lite0", gem_p=4.0)
+    assert other.fingerprint != effnet.fingerprint
+
+
+def test_effnet_separates_different_photos_and_matches_edits(effnet):
+    original, other = synthetic_photo(10), synthetic_photo(11)
+    edited = original.resize((200, 150)).rotate(0)
+    vectors = effnet.embed([original, edited, other])
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
+
+
+def test_clip_without_weights_fails_fast_with_instructions():
+    started = time.perf_counter()
+    with pytest.raises(EmbedderUnavailableError, match="pretrained=PATH"):
+        create_embedder("clip")
+    with pytest.raises(EmbedderUnavailableError, match="pretrained=PATH"):
+        create_embedder("clip", model="RN50", pretrained="openai")._load()
+    with pytest.raises(EmbedderUnavailableError, match="neither a file nor"):
+        create_embedder("clip", model="RN50", pretrained="no-such-tag")._load()
+    assert time.perf_counter() - started < 20
+
+
+def test_clip_loads_local_checkpoint(tmp_path):
+    import torch
+
+    random_model = create_embedder("clip", model="RN50", pretrained=None, image_size=64)
+    checkpoint = tmp_path / "rn50.pt"
+    torch.save(random_model._load().state_dict(), checkpoint)
+    from_file = create_embedder("clip", model="RN50", pretrained=str(checkpoint), image_size=64)
+    image = [synthetic_photo(4)]
+    assert np.allclose(from_file.embed(image), random_model.embed(image), atol=1e-5)
+
+
+def test_registry_rejects_duplicates_and_unknown_names():
+    with pytest.raises(ValueError):
+        register_embedder("effnet-lite0", "x:y")
+    with pytest.raises(BadInputError, match="unknown embedder"):
+        create_embedder("nope")

@@ -1,0 +1,125 @@
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from provenance import Engine
+from provenance.errors import BadInputError, ImageLoadError, IncompatibleIndexError
+
+from .conftest import synthetic_photo
+
+
+@pytest.fixture()
+def engine(tmp_path, effnet, photo_folder):
+    with Engine.create(tmp_path / "index", effnet) as built:
+        built.reindex(photo_folder, workers=0)
+        yield built
+
+
+def _crop_copy(photo: Image.Image) -> Image.Image:
+    width, height = photo.size
+    return photo.crop((8, 6, width - 8, height - 6)).resize((width // 2, height // 2))
+
+
+def test_reindex_then_query_finds_the_copy(engine, photos):
+    result = engine.query(_crop_copy(photos[2]))
+    assert result.best.path.endswith("photo_2.jpg")
+    assert result.verdict == "match" and result.best.verdict == "match"
+    assert result.matches == sorted(result.matches, key=lambda m: -m.score)
+    unrelated = engine.query(synthetic_photo(99))
+    assert unrelated.best.score < result.best.score
+
+
+def test_reindex_is_incremental_and_replaces_changed_files(engine, photo_folder):
+    again = engine.reindex(photo_folder, workers=0)
+    assert (again.added, again.skipped, again.failed) == (0, 6, 0)
+    synthetic_photo(50).save(photo_folder / "photo_0.jpg")
+    changed = engine.reindex(photo_folder, workers=0)
+    assert (changed.added, changed.replaced, changed.skipped) == (1, 1, 5)
+    assert engine.info().references == 6
+    assert engine.query(synthetic_photo(50)).best.path.endswith("photo_0.jpg")
+
+
+def test_bad_images_are_logged_and_do_not_abort(tmp_path, effnet, photo_folder):
+    (photo_folder / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    (photo_folder / "empty.png").write_bytes(b"")
+    seen = []
+    with Engine.create(tmp_path / "idx", effnet) as built:
+        summary = built.reindex(photo_folder, workers=0, on_error=seen.append)
+        assert (summary.added, summary.failed) == (6, 2)
+        assert len(seen) == 2 and any("broken.jpg" in message for message in seen)
+        logged = (tmp_path / "idx" / "errors.jsonl").read_text().splitlines()
+        assert len(logged) == 2
+
+
+def test_parallel_workers_give_the_same_index(tmp_path, effnet, photo_folder, monkeypatch):
+    import provenance.ingest as ingest
+
+    monkeypatch.setattr(ingest, "POOL_THRESHOLD", 1)
+    with Engine.create(tmp_path / "a", effnet) as serial, Engine.create(tmp_path / "b", effnet) as parallel:
+        serial.reindex(photo_folder, workers=0)
+        parallel.reindex(photo_folder, workers=2)
+        probe = synthetic_photo(3)
+        assert serial.query(probe).to_dict()["matches"] == parallel.query(probe).to_dict()["matches"]
+
+
+def test_reopened_index_answers_identically(engine, tmp_path, photos):
+    probe = _crop_copy(photos[4])
+    live = engine.query(probe).matches
+    with Engine.open(tmp_path / "index") as reopened:
+        assert reopened.query(probe).matches == live
+
+
+def test_open_with_other_embedder_is_refused(engine, tmp_path):
+    from provenance.embedders import create_embedder
+
+    with pytest.raises(IncompatibleIndexError, match="fingerprint"):
+        Engine.open(tmp_path / "index", create_embedder("effnet-lite0", gem_p=2.0))
+
+
+def test_remove_makes_reference_unfindable_at_once(engine, photos):
+    probe = photos[1]
+    assert engine.query(probe).best.path.endswith("photo_1.jpg")
+    removed = engine.remove(paths=[engine.query(probe).best.path])
+    assert removed == 1
+    assert all(not m.path.endswith("photo_1.jpg") for m in engine.query(probe, top_k=10).matches)
+
+
+def test_add_with_metadata_and_remove_by_subject(engine):
+    ref_id = engine.add(synthetic_photo(70), path="portfolio/ann.jpg", subject="Ann", source_url="http://x/ann")
+    best = engine.query(synthetic_photo(70)).best
+    assert (best.ref_id, best.subject, best.source_url) == (ref_id, "Ann", "http://x/ann")
+    assert engine.reference(ref_id).path == "portfolio/ann.jpg"
+    assert engine.remove(subjects=["Ann"]) == 1
+    assert engine.reference(ref_id) is None
+
+
+def test_query_batch_equals_single_queries(engine, photos):
+    probes = [_crop_copy(photo) for photo in photos[:4]]
+    batch = engine.query_batch(probes, top_k=3)
+    singles = [engine.query(probe, top_k=3) for probe in probes]
+    for one, other in zip(batch, singles):
+        assert [m.ref_id for m in one.matches] == [m.ref_id for m in other.matches]
+        assert np.allclose([m.score for m in one.matches], [m.score for m in other.matches], atol=1e-4)
+
+
+def test_concurrent_queries_are_consistent(engine, photos):
+    probes = [_crop_copy(photo) for photo in photos[:6]] * 3
+    expected = [engine.query(probe).best.ref_id for probe in probes]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        found = list(pool.map(lambda probe: engine.query(probe).best.ref_id, probes))
+    assert found == expected
+
+
+def test_query_errors(engine, tmp_path):
+    with pytest.raises(ImageLoadError):
+        engine.query(tmp_path / "missing.jpg")
+    with pytest.raises(BadInputError):
+        engine.query(synthetic_photo(1), top_k=0)
+
+
+def test_info_reports_counts(engine):
+    details = engine.info()
+    assert details.references == 6 and details.vectors == 6
+    assert details.embedder["name"] == "effnet-lite0" and details.disk_bytes > 0
