@@ -79,3 +79,7 @@ def eval_command(
     typer.echo(summary.markdown)
     typer.echo(f"Wrote {summary.out_dir / 'report.html'} and metrics in {summary.out_dir} "
                f"({summary.seconds:.0f} s).", err=True)
+
+
+if __name__ == "__main__":  # ``python -m provenance.cli_eval --out DIR`` before the main CLI registers it
+    typer.run(eval_command)

@@ -145,3 +145,71 @@ def test_cli_reports_bad_family_as_an_error(bench, tmp_path):
                                       "--families", "nope"])
     assert result.exit_code == 3
     assert "unknown transform family" in result.output
+
+
+class FakeEngineClass:
+    """Stands in for provenance.Engine: records how the runner opens and fills it."""
+
+    calls: list = []
+
+    def __init__(self, directory: Path, refs_csv: Path | None = None):
+        self.directory = directory
+        self.inner = None
+
+    @classmethod
+    def create(cls, directory, embedder="x"):
+        cls.calls.append(("create", Path(directory), embedder))
+        Path(directory).mkdir(parents=True)
+        (Path(directory) / "manifest.json").write_text("{}")
+        return cls(Path(directory))
+
+    @classmethod
+    def open(cls, directory):
+        cls.calls.append(("open", Path(directory)))
+        return cls(Path(directory))
+
+    def reindex(self, source, progress=None):
+        rows = list(csv.DictReader(open(source)))
+        self.inner = TinyEngine({row["path"]: Path(source).parent / row["path"] for row in rows})
+        if progress:
+            progress(len(rows), len(rows))
+
+        class Summary:
+            seconds, failed, errors = 1.5, 0, []
+
+        return Summary()
+
+    def query(self, image, top_k=5):
+        return self.inner.query(image, top_k)
+
+    def close(self):
+        self.calls.append(("close", self.directory))
+
+
+def test_runner_creates_then_reuses_an_index_dir(bench, tmp_path, monkeypatch):
+    import provenance
+
+    monkeypatch.setattr(provenance, "Engine", FakeEngineClass, raising=False)
+    FakeEngineClass.calls = []
+    index = tmp_path / "index"
+    config = EvalConfig(refs=bench / "refs.csv", out_dir=tmp_path / "out", families=["blur"], per_family=2,
+                        index_dir=index, baselines=())
+    summary = run_evaluation(config)
+    assert summary.systems["engine"]["timing"]["index_seconds"] == 1.5
+    assert set(summary.systems) == {"engine"}
+    run_evaluation(config)
+    assert [call[0] for call in FakeEngineClass.calls] == ["create", "close", "open", "close"]
+    assert FakeEngineClass.calls[0][1] == index
+
+
+def test_runner_uses_a_temporary_index_by_default(bench, tmp_path, monkeypatch):
+    import provenance
+
+    monkeypatch.setattr(provenance, "Engine", FakeEngineClass, raising=False)
+    FakeEngineClass.calls = []
+    config = EvalConfig(refs=bench / "refs.csv", out_dir=tmp_path / "out", families=["blur"], per_family=2,
+                        baselines=("phash",))
+    run_evaluation(config)
+    temporary = FakeEngineClass.calls[0][1]
+    assert FakeEngineClass.calls[0][0] == "create" and not temporary.exists()
+    assert not (tmp_path / "out" / "index").exists()

@@ -73,6 +73,9 @@ def run_evaluation(config: EvalConfig, progress: Progress = None, *, engine: Any
     ``progress(stage, done, total)`` is called as work advances. ``engine`` may be an
     already open engine-like object (``query(image, top_k)``); the references must then
     already be in it. Library code: never prints.
+
+    Building the index uses worker processes (forkserver), so a script calling this
+    must guard its entry point with ``if __name__ == "__main__":``.
     """
     started = time.perf_counter()
     report = progress or (lambda stage, done, total: None)
@@ -190,6 +193,11 @@ def _score(records: list[dict], name: str, run: _SystemRun) -> dict:
         verdicts=[answer["verdict"] for answer in answers] if has_verdicts else None,
     )
     scored["timing"] = {"index_seconds": run.index_seconds, **M.latency_stats(run.seconds)}
+    groups = [record["group"] for record in records]
+    scored["timing"]["per_group_median_ms"] = {
+        group: M.latency_stats([s for g, s in zip(groups, run.seconds) if g == group])["median_ms"]
+        for group in dict.fromkeys(groups)
+    }
     return scored
 
 
