@@ -19,12 +19,17 @@ from .index.store import IndexStore
 from .index.vectors import reference_ids, vector_ids
 from .ingest import Preparer, PreparedReference, ProgressCallback, batched, prepare_all
 from .results import VERDICT_MATCH, VERDICT_NO_MATCH, IndexInfo, Match, QueryResult, ReindexSummary
+from .regions import DEFAULT_REGIONS, Box, query_views
 from .sources import SourceRecord, scan_source
 
 #: Cosine similarity at or above which a match is called a ``match`` when the index has
 #: no calibrated threshold. Chosen from the dev-set score distributions (docs/benchmarks.md):
 #: mild edits of a photo score above it, different photos of the same person below.
 DEFAULT_MATCH_THRESHOLD = 0.80
+
+#: Queries are decoded at no less than this short side (JPEG draft mode): enough for the
+#: embedder after border stripping, and far faster than a full decode of a large photo.
+QUERY_DECODE_SIZE = 512
 
 #: References embedded per forward pass during reindex.
 EMBED_BATCH = 32
@@ -48,6 +53,9 @@ class Engine:
         self._store = store
         self.embedder = embedder
         self._write_lock = threading.RLock()
+        #: query views: also search the mirrored query, and the query without its borders
+        self.query_mirror = True
+        self.query_strip_borders = True
 
     # -- opening -----------------------------------------------------------------------
     @classmethod
@@ -57,11 +65,19 @@ class Engine:
         embedder: str | Embedder = DEFAULT_EMBEDDER,
         embedder_options: dict[str, Any] | None = None,
         overwrite: bool = False,
+        regions: Sequence[Box] = DEFAULT_REGIONS,
     ) -> "Engine":
-        """Create an empty index at ``directory`` using ``embedder`` (a registry name or instance)."""
+        """Create an empty index at ``directory`` using ``embedder`` (a registry name or instance).
+
+        ``regions`` are the fractional boxes indexed per reference; the first must be the
+        whole image.
+        """
+        if not regions or tuple(regions[0]) != (0.0, 0.0, 1.0, 1.0):
+            raise BadInputError("the first region must be the whole image (0, 0, 1, 1)")
         model, options = _build_embedder(embedder, embedder_options)
         description = dict(model.describe(), options=options)
-        return cls(IndexStore.create(directory, description, overwrite=overwrite), model)
+        store = IndexStore.create(directory, description, overwrite=overwrite, regions=[list(map(float, box)) for box in regions])
+        return cls(store, model)
 
     @classmethod
     def open(cls, directory: str | os.PathLike, embedder: Embedder | None = None) -> "Engine":
@@ -100,6 +116,14 @@ class Engine:
         return self._store.directory
 
     @property
+    def regions(self) -> tuple[Box, ...]:
+        """The fractional boxes indexed for every reference (region 0 is the whole image)."""
+        return tuple(tuple(box) for box in self._store.manifest.regions)  # type: ignore[misc]
+
+    def _preparer(self, known_hashes: frozenset[str] = frozenset()) -> Preparer:
+        return Preparer(self.embedder.preprocessing, known_hashes=known_hashes, regions=self.regions)
+
+    @property
     def match_threshold(self) -> float:
         """Score at or above which a candidate is a ``match`` (calibrated value if stored)."""
         return float(self._store.manifest.thresholds.get("match", DEFAULT_MATCH_THRESHOLD))
@@ -109,12 +133,12 @@ class Engine:
             source_url: str | None = None, collection: str | None = None, extra: dict[str, Any] | None = None,
             save: bool = True) -> int:
         """Embed and index one reference image; returns its reference id."""
-        loaded = load_image(image, target_size=self.embedder.preprocessing.size)
+        loaded = load_image(image)
         name = path if path is not None else describe_source(image)
         record = SourceRecord(name, name, subject, source_url, collection, dict(extra or {}))
         prepared = PreparedReference(
             record, loaded.sha256 or _pixel_digest(loaded.image), loaded.original_size[0], loaded.original_size[1],
-            {0: self.embedder.preprocessing.to_array(loaded.image)},
+            self._preparer().region_arrays(loaded.image),
         )
         with self._write_lock:
             (ref_id,) = self._index_prepared([prepared])
@@ -138,7 +162,7 @@ class Engine:
             metadata = self._store.metadata
             indexed_by_path = metadata.path_hashes()
             known = metadata.known_hashes()
-            preparer = Preparer(self.embedder.preprocessing, known_hashes=frozenset(known))
+            preparer = self._preparer(frozenset(known))
             counts = {"added": 0, "skipped": 0, "replaced": 0, "failed": 0}
             errors: list[str] = []
             since_checkpoint = 0
@@ -226,10 +250,13 @@ class Engine:
         self._store.metadata.delete(ids)
 
     # -- querying ------------------------------------------------------------------------
+    def _views(self, image) -> list:
+        return query_views(image, mirror=self.query_mirror, strip=self.query_strip_borders)
+
     def embed_query(self, image: ImageSource) -> tuple[np.ndarray, str]:
-        """The query vector(s) for ``image`` and the name to report it by."""
-        loaded = load_image(image, target_size=self.embedder.preprocessing.size)
-        return self.embedder.embed([loaded.image]), describe_source(image)
+        """The query vectors (one per view) for ``image`` and the name to report it by."""
+        loaded = load_image(image, target_size=QUERY_DECODE_SIZE)
+        return self.embedder.embed([view.image for view in self._views(loaded.image)]), describe_source(image)
 
     def query(self, image: ImageSource, top_k: int = 5) -> QueryResult:
         """Which references ``image`` may have been copied from, best first."""
@@ -245,11 +272,13 @@ class Engine:
         per-image errors should load images first or call :meth:`query` per image.
         """
         started = time.perf_counter()
-        size = self.embedder.preprocessing.size
-        loaded = [load_image(image, target_size=size).image for image in images]
-        vectors = self.embedder.embed(loaded) if loaded else np.zeros((0, self.embedder.dim), np.float32)
+        views = [self._views(load_image(image, target_size=QUERY_DECODE_SIZE).image) for image in images]
+        flat = [view.image for image_views in views for view in image_views]
+        vectors = self.embedder.embed(flat) if flat else np.zeros((0, self.embedder.dim), np.float32)
+        bounds = np.cumsum([0] + [len(image_views) for image_views in views])
+        per_query = [vectors[bounds[i] : bounds[i + 1]] for i in range(len(images))]
         names = [describe_source(image) for image in images]
-        results = self._results_for([vectors[i : i + 1] for i in range(len(images))], names, top_k)
+        results = self._results_for(per_query, names, top_k)
         each = (time.perf_counter() - started) / max(1, len(images))
         return [_with_seconds(result, each) for result in results]
 

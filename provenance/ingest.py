@@ -17,6 +17,7 @@ import numpy as np
 from .embedders.base import Preprocessing
 from .errors import ImageLoadError
 from .imageio import DEFAULT_MAX_PIXELS, load_image, read_source_bytes
+from .regions import DEFAULT_REGIONS, Box, crop_fraction
 from .sources import SourceRecord
 
 #: Below this many references a worker pool costs more to start than it saves.
@@ -30,6 +31,11 @@ class Preparer:
     preprocessing: Preprocessing
     max_pixels: int = DEFAULT_MAX_PIXELS
     known_hashes: frozenset[str] = frozenset()
+    regions: tuple[Box, ...] = DEFAULT_REGIONS
+
+    def region_arrays(self, image) -> dict[int, np.ndarray]:
+        """Model input for every indexed region of ``image`` (region 0: the whole image)."""
+        return {number: self.preprocessing.to_array(crop_fraction(image, box)) for number, box in enumerate(self.regions)}
 
     def __call__(self, record: SourceRecord) -> "PreparedReference":
         started = time.perf_counter()
@@ -40,11 +46,14 @@ class Preparer:
             digest = hashlib.sha256(data).hexdigest()
             if digest in self.known_hashes:
                 return PreparedReference(record, digest, seconds=time.perf_counter() - started, already_known=True)
-            loaded = load_image(data, max_pixels=self.max_pixels, target_size=self.preprocessing.size)
-            array = self.preprocessing.to_array(loaded.image)
+            # regions are upsampled crops, so decode at enough resolution for the smallest one
+            smallest = min(min(box[2] - box[0], box[3] - box[1]) for box in self.regions)
+            target = int(self.preprocessing.size / max(smallest, 0.1))
+            loaded = load_image(data, max_pixels=self.max_pixels, target_size=target)
             width, height = loaded.original_size
             return PreparedReference(
-                record, digest, width=width, height=height, arrays={0: array}, seconds=time.perf_counter() - started
+                record, digest, width=width, height=height, arrays=self.region_arrays(loaded.image),
+                seconds=time.perf_counter() - started,
             )
         except ImageLoadError as exc:
             return PreparedReference(record, None, error=f"{record.file}: {exc.reason}", seconds=time.perf_counter() - started)

@@ -121,5 +121,5 @@ def test_query_errors(engine, tmp_path):
 
 def test_info_reports_counts(engine):
     details = engine.info()
-    assert details.references == 6 and details.vectors == 6
+    assert details.references == 6 and details.vectors == 6 * len(engine.regions)
     assert details.embedder["name"] == "effnet-lite0" and details.disk_bytes > 0

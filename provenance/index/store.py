@@ -38,7 +38,8 @@ class IndexStore:
         self._save_lock = threading.Lock()
 
     @classmethod
-    def create(cls, directory: str | os.PathLike, embedder_description: dict[str, Any], overwrite: bool = False) -> "IndexStore":
+    def create(cls, directory: str | os.PathLike, embedder_description: dict[str, Any], overwrite: bool = False,
+               regions: list[list[float]] | None = None) -> "IndexStore":
         """Create an empty index; an existing one is refused unless ``overwrite``."""
         directory = Path(directory)
         if (directory / MANIFEST_NAME).exists():
@@ -49,6 +50,8 @@ class IndexStore:
         metadata = MetadataStore(directory / METADATA_NAME)
         vectors = VectorIndex(int(embedder_description["dim"]))
         manifest = Manifest(embedder=embedder_description, vector_index=vectors.describe())
+        if regions is not None:
+            manifest.regions = regions
         store = cls(directory, manifest, metadata, vectors)
         store.save()
         return store
