@@ -1,0 +1,402 @@
+"""Geometric verification: is a query a (cropped, resized, rotated, mirrored) copy?
+
+Pipeline for one query/reference pair:
+
+1. Match descriptors query -> reference with Lowe's ratio test (RootSIFT + L2 for
+   SIFT, Hamming for ORB), keeping one match per reference keypoint.
+2. Fit, with RANSAC, a similarity (rotation, uniform scale, shift); when that does
+   not verify, a "stretch" (independent x and y scales: an aspect-ratio change); when
+   that does not either, a general affine transform (skew), which must then be clean.
+3. Accept the pair by the rules of :class:`Thresholds`.
+
+All geometry uses pixel-*edge* coordinates (PIL crop-box convention: the whole image
+is ``(0, 0, width, height)``). RANSAC runs on coordinates normalised so that each
+image's longer side is ``NORMALISED_SIDE`` units, making tolerances independent of
+image size.
+
+Why the rules look the way they do. On the development bench (50 references x 10
+edits, AugLy's 42 edits of one frame, 400 *other photos of the same person*, ~1,600
+unrelated pairs) copies explain nearly all of their distinctive matches, while
+different photos that still share something fail in one of three ways:
+
+* Photos of one shoot with the same backdrop (a seal, a curtain): the backdrop lines
+  up, the person moved. Many matches are unexplained (inlier ratio <= 0.55) and land
+  near, not on, their predicted spot (near misses >= 0.6 x inliers).
+* Face-aligned portraits of one person put the eyes on the same pixels: up to 20
+  inliers at ratio 0.67, but in a thin band (inlier hull <= 0.04 of the picture).
+* A rigid subject that moved against a backdrop: two consistent motions
+  (``second_motion``), where a copy has one.
+
+No single number separates every case, so each hard negative is rejected by one or
+more rules with a margin, and copies pass all of them with a margin.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .keypoints import Keypoints
+
+#: Lowe's ratio test: nearest / second-nearest descriptor distance must be below this.
+#: (0.7 and 0.75 kept copies' inlier ratios but *raised* hard negatives' ones.)
+RATIO = 0.8
+#: Coordinates are normalised so that the longer image side spans this many units.
+NORMALISED_SIDE = 512.0
+#: RANSAC reprojection tolerance in normalised units (0.8 % of the longer side). A
+#: resized, re-encoded copy localises keypoints within 1-2 units.
+RANSAC_THRESHOLD = 4.0
+#: A match whose error is above the RANSAC tolerance but below this (about 19 % of
+#: the picture) is a "near miss": the same thing, moved. Of *random* wrong matches
+#: only ~10 % land this close, so a copy's few outliers give few near misses.
+NEAR_MISS_RADIUS = 96.0
+#: Reject transforms that shrink or grow the normalised picture beyond this factor.
+MAX_NORMALISED_SCALE = 8.0
+#: Stretch and affine models: the ratio of the two axis scales may not exceed this.
+MAX_ANISOTROPY = 2.5
+#: Transform models, simplest first.
+MODELS = ("similarity", "stretch", "affine")
+_RANSAC_ITERS = 2000
+_RANSAC_CONFIDENCE = 0.995
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Acceptance rules. A pair verifies when all of these hold (bench figures in
+    brackets; "copies" are the verified ones, "negatives" other photos):
+
+    * ``inliers >= min_inliers`` (unrelated photos <= 7; copies >= 19, mostly > 50).
+    * ``inlier_ratio >= min_inlier_ratio``: inliers over the ratio-test matches whose
+      query point lands inside the reference, so that a meme border or a collage
+      neighbour does not count against a copy (copies >= 0.66, only 96 px avatars
+      below 0.74; same-shoot negatives <= 0.55 except aligned faces, <= 0.67).
+    * ``near_misses <= max_near_miss_ratio * inliers`` (copies <= 0.26; same-shoot
+      negatives with >= 25 inliers >= 0.62).
+    * The match is clean (``inlier_ratio >= clean_ratio``; no negative with >= 10
+      inliers exceeded 0.71) or the inliers' convex hull covers at least
+      ``min_hull_fraction`` of the shared area (aligned-face negatives <= 0.04; copies
+      with a ratio below clean >= 0.17). A clean copy may have a small hull: a corner
+      crop of a bathtub keeps its few keypoints on the tap.
+    * A general affine fit must be clean: its two extra degrees of freedom let RANSAC
+      absorb a moved subject (one same-shoot negative reached ratio 0.71 that way,
+      while skewed copies stay above 0.9).
+    * No second motion: the best similarity among the matches the transform leaves
+      unexplained has fewer than ``max(min_second_motion, max_second_motion_ratio *
+      inliers)`` inliers (copies <= 0.14 x inliers).
+    """
+
+    min_inliers: int = 15
+    min_inlier_ratio: float = 0.6
+    max_near_miss_ratio: float = 0.4
+    clean_ratio: float = 0.85
+    min_hull_fraction: float = 0.12
+    min_second_motion: int = 8
+    max_second_motion_ratio: float = 0.25
+
+
+DEFAULT_THRESHOLDS = Thresholds()
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Outcome of verifying one query against one reference.
+
+    ``box`` is ``(x0, y0, x1, y1)`` in reference pixels (edge coordinates, clipped to
+    the reference): where the query's full frame lands in the reference. ``scale`` is
+    query pixels per reference pixel (0.5: the copy was shrunk to half size);
+    ``rotation_deg`` is the counter-clockwise rotation of the content in the query
+    (after mirroring, when ``mirrored``). ``coverage`` is the fraction of the
+    reference's area visible in the query. ``transform`` maps query pixel (edge)
+    coordinates to reference ones as a row-major 2x3 matrix (it includes the
+    reflection when ``mirrored``). ``matches`` counts ratio-test matches,
+    ``inlier_ratio``, ``near_misses`` and ``hull_fraction`` are the quantities
+    :class:`Thresholds` judges, as is ``second_motion``. ``model`` is
+    ``"similarity"``, ``"stretch"``, ``"affine"`` or ``"none"`` (no transform
+    found; the geometry fields are then empty).
+    """
+
+    verified: bool
+    inliers: int
+    matches: int
+    box: tuple[float, float, float, float] | None
+    scale: float
+    rotation_deg: float
+    mirrored: bool
+    coverage: float
+    model: str
+    inlier_ratio: float = 0.0
+    near_misses: int = 0
+    hull_fraction: float = 0.0
+    second_motion: int = 0
+    transform: tuple[float, ...] | None = None
+
+
+def _unverified(matches: int, mirrored: bool) -> Verification:
+    return Verification(False, 0, matches, None, 0.0, 0.0, mirrored, 0.0, "none")
+
+
+def verify_pair(
+    query: Keypoints,
+    reference: Keypoints,
+    *,
+    mirrored: bool = False,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    ratio: float = RATIO,
+    ransac_threshold: float = RANSAC_THRESHOLD,
+    models: tuple[str, ...] = MODELS,
+) -> Verification:
+    """Decide whether ``query`` is a geometric copy of ``reference``.
+
+    Pass ``mirrored=True`` when ``query`` holds keypoints of the *mirrored* query image
+    (from :func:`~provenance.verify.keypoints.extract_keypoints_with_mirror`): the
+    reported transform then maps the unmirrored query into the reference. ``models``
+    are tried in order until one verifies (a subset of :data:`MODELS`).
+    """
+    if query.method != reference.method:
+        raise ValueError(f"cannot match {query.method} keypoints against {reference.method}")
+    q_idx, r_idx = match_descriptors(query, reference, ratio=ratio)
+    if len(q_idx) < 3:
+        return _unverified(len(q_idx), mirrored)
+    sq = NORMALISED_SIDE / max(query.width, query.height)
+    sr = NORMALISED_SIDE / max(reference.width, reference.height)
+    src = ((query.xy[q_idx] + 0.5) * sq).astype(np.float32)
+    dst = ((reference.xy[r_idx] + 0.5) * sr).astype(np.float32)
+    best = _unverified(len(q_idx), mirrored)
+    for model in models:
+        fit = _fit_transform(model, src, dst, ransac_threshold)
+        if fit is None:
+            continue
+        result = _describe(query, reference, model, fit, src, dst, (sq, sr, ransac_threshold), mirrored, thresholds)
+        if (result.verified, result.inliers) > (best.verified, best.inliers):
+            best = result
+        if best.verified:  # the simpler model suffices; do not give RANSAC more freedom
+            break
+    return best
+
+
+def verify_with_mirror(
+    query: Keypoints,
+    query_mirrored: Keypoints,
+    reference: Keypoints,
+    **options,
+) -> Verification:
+    """Verify both the query and its mirror image; return the better outcome.
+
+    A verified result beats an unverified one; otherwise more inliers win (ties go to
+    the unmirrored query). ``options`` are passed to :func:`verify_pair`.
+    """
+    plain = verify_pair(query, reference, **options)
+    flipped = verify_pair(query_mirrored, reference, mirrored=True, **options)
+    if (flipped.verified, flipped.inliers) > (plain.verified, plain.inliers):
+        return flipped
+    return plain
+
+
+def match_descriptors(
+    query: Keypoints, reference: Keypoints, *, ratio: float = RATIO
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ratio-test matches ``(query_indices, reference_indices)``, one per reference point."""
+    import cv2
+
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    if len(query) < 1 or len(reference) < 2:
+        return empty
+    if query.method == "sift":
+        matcher = cv2.BFMatcher(cv2.NORM_L2)
+        pairs = matcher.knnMatch(_root_sift(query.descriptors), _root_sift(reference.descriptors), k=2)
+    else:
+        matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+        pairs = matcher.knnMatch(query.descriptors, reference.descriptors, k=2)
+    good = [
+        (p[0].distance, p[0].queryIdx, p[0].trainIdx)
+        for p in pairs
+        if len(p) == 2 and p[0].distance < ratio * p[1].distance
+    ]
+    if not good:
+        return empty
+    arr = np.array(good, dtype=np.float64)
+    arr = arr[np.argsort(arr[:, 0], kind="stable")]
+    _, first = np.unique(arr[:, 2], return_index=True)  # best match per reference point
+    arr = arr[np.sort(first)]
+    return arr[:, 1].astype(np.int64), arr[:, 2].astype(np.int64)
+
+
+def _root_sift(desc: np.ndarray) -> np.ndarray:
+    """RootSIFT (Arandjelovic & Zisserman 2012): L1-normalise, then square root."""
+    d = desc.astype(np.float32)
+    d /= d.sum(axis=1, keepdims=True) + 1e-7
+    return np.sqrt(d)
+
+
+def _fit_transform(model: str, src: np.ndarray, dst: np.ndarray, threshold: float):
+    """RANSAC fit of ``model``: ``(2x3 matrix, inlier mask)`` in normalised units, or ``None``."""
+    import cv2
+
+    if model == "stretch":
+        return _fit_stretch(src, dst, threshold)
+    if model == "similarity":
+        estimate, max_anisotropy = cv2.estimateAffinePartial2D, 1.0001
+    elif model == "affine":
+        estimate, max_anisotropy = cv2.estimateAffine2D, MAX_ANISOTROPY
+    else:
+        raise ValueError(f"unknown transform model {model!r}; use some of {MODELS}")
+    matrix, mask = estimate(
+        src,
+        dst,
+        method=cv2.RANSAC,
+        ransacReprojThreshold=threshold,
+        maxIters=_RANSAC_ITERS,
+        confidence=_RANSAC_CONFIDENCE,
+    )
+    if matrix is None or mask is None or not _sane(matrix, max_anisotropy):
+        return None
+    return matrix, mask.ravel().astype(bool)
+
+
+def _fit_stretch(src: np.ndarray, dst: np.ndarray, threshold: float, hypotheses: int = 1500):
+    """RANSAC for ``x' = sx x + tx, y' = sy y + ty`` (a resize that changed the aspect
+    ratio, no rotation); two matches fix a hypothesis. Deterministic (seeded locally)."""
+    n = len(src)
+    if n < 2:
+        return None
+    if n * (n - 1) // 2 <= hypotheses:
+        i, j = np.triu_indices(n, k=1)
+    else:
+        rng = np.random.default_rng(0)
+        i, j = rng.integers(0, n, size=(2, hypotheses))
+    d_src, d_dst = src[i] - src[j], dst[i] - dst[j]
+    valid = np.all(np.abs(d_src) > 2.0, axis=1)
+    i, d_src, d_dst = i[valid], d_src[valid], d_dst[valid]
+    scales = d_dst / d_src
+    low, high = 1 / MAX_NORMALISED_SCALE, MAX_NORMALISED_SCALE
+    ok = np.all((scales > low) & (scales < high), axis=1)
+    scales, i = scales[ok], i[ok]
+    ok = np.maximum(scales[:, 0] / scales[:, 1], scales[:, 1] / scales[:, 0]) <= MAX_ANISOTROPY
+    if not ok.any():
+        return None
+    scales, i = scales[ok], i[ok]
+    shifts = dst[i] - scales * src[i]
+    errors = np.linalg.norm(src[None] * scales[:, None] + shifts[:, None] - dst[None], axis=2)
+    mask = errors[np.argmax((errors <= threshold).sum(axis=1))] <= threshold
+    for _ in range(2):  # least-squares refinement on the inliers, per axis
+        if mask.sum() < 3:
+            return None
+        params = [np.polyfit(src[mask, k], dst[mask, k], 1) for k in (0, 1)]
+        matrix = np.array([[params[0][0], 0.0, params[0][1]], [0.0, params[1][0], params[1][1]]])
+        mask = np.linalg.norm(src @ matrix[:, :2].T + matrix[:, 2] - dst, axis=1) <= threshold
+    if not _sane(matrix, MAX_ANISOTROPY):
+        return None
+    return matrix, mask
+
+
+def _sane(matrix: np.ndarray, max_anisotropy: float) -> bool:
+    """Orientation-preserving, not degenerate, bounded scale and anisotropy."""
+    linear = matrix[:, :2]
+    if not np.all(np.isfinite(matrix)) or np.linalg.det(linear) <= 0:
+        return False
+    s = np.linalg.svd(linear, compute_uv=False)
+    if s[1] <= 0 or s[0] / s[1] > max_anisotropy:
+        return False
+    scale = math.sqrt(s[0] * s[1])
+    return 1 / MAX_NORMALISED_SCALE <= scale <= MAX_NORMALISED_SCALE
+
+
+def _describe(query, reference, model, fit, src, dst, scales, mirrored, thresholds) -> Verification:
+    """Turn a fitted normalised transform into a judged :class:`Verification`."""
+    m_norm, mask = fit
+    sq, sr, tolerance = scales
+    # Back to pixel-edge coordinates: u_r = (sq / sr) A_n u_q + t_n / sr.
+    matrix = np.hstack([m_norm[:, :2] * (sq / sr), m_norm[:, 2:] / sr])
+    qw, qh, rw, rh = query.width, query.height, reference.width, reference.height
+    corners = np.array([[0, 0], [qw, 0], [qw, qh], [0, qh]], dtype=np.float64)
+    frame = corners @ matrix[:, :2].T + matrix[:, 2]
+    shared = _shared_area(frame, rw, rh)
+
+    projected = src @ m_norm[:, :2].T + m_norm[:, 2]
+    error = np.linalg.norm(projected - dst, axis=1)
+    inliers = int(mask.sum())
+    lands_inside = np.all((projected >= 0) & (projected <= [rw * sr, rh * sr]), axis=1)
+    stats = dict(
+        inliers=inliers,
+        inlier_ratio=inliers / max(1, int((lands_inside | mask).sum())),
+        near_misses=int(((error > tolerance) & (error <= NEAR_MISS_RADIUS) & ~mask).sum()),
+        hull_fraction=_hull_area(dst[mask] / sr) / shared if shared > 0 else 0.0,
+        second_motion=_second_motion(src, dst, error, tolerance) if inliers >= thresholds.min_inliers else 0,
+    )
+    verified = shared > 0 and _passes(thresholds, model, **stats)
+    x0, y0 = np.clip(frame.min(axis=0), 0, [rw, rh])
+    x1, y1 = np.clip(frame.max(axis=0), 0, [rw, rh])
+    linear = matrix[:, :2]
+    inverse = np.linalg.inv(linear)  # reference -> query (mirrored frame if mirrored)
+    if mirrored:  # u_mirrored = (qw - x, y): fold the flip into the reported transform
+        matrix = matrix @ np.array([[-1.0, 0.0, qw], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    return Verification(
+        verified=bool(verified),
+        matches=len(src),
+        box=(float(x0), float(y0), float(x1), float(y1)),
+        scale=1.0 / math.sqrt(abs(np.linalg.det(linear))),
+        rotation_deg=math.degrees(math.atan2(-inverse[1, 0], inverse[0, 0])),
+        mirrored=mirrored,
+        coverage=shared / float(rw * rh),
+        model=model,
+        transform=tuple(float(v) for v in matrix.ravel()),
+        **stats,
+    )
+
+
+def _passes(
+    t: Thresholds,
+    model: str,
+    *,
+    inliers: int,
+    inlier_ratio: float,
+    near_misses: int,
+    hull_fraction: float,
+    second_motion: int,
+) -> bool:
+    """The acceptance rules documented on :class:`Thresholds`."""
+    clean = inlier_ratio >= t.clean_ratio
+    return (
+        inliers >= t.min_inliers
+        and inlier_ratio >= t.min_inlier_ratio
+        and near_misses <= t.max_near_miss_ratio * inliers
+        and (clean or hull_fraction >= t.min_hull_fraction)
+        and (clean or model != "affine")
+        and second_motion < max(t.min_second_motion, t.max_second_motion_ratio * inliers)
+    )
+
+
+def _shared_area(frame: np.ndarray, width: int, height: int) -> float:
+    """Area of the query's mapped frame (a convex quadrilateral) inside the reference."""
+    import cv2
+
+    rect = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float32)
+    area, _ = cv2.intersectConvexConvex(_ccw(frame), rect)
+    return max(0.0, float(area))
+
+
+def _hull_area(points: np.ndarray) -> float:
+    import cv2
+
+    if len(points) < 3:
+        return 0.0
+    return float(cv2.contourArea(cv2.convexHull(points.astype(np.float32))))
+
+
+def _second_motion(src: np.ndarray, dst: np.ndarray, error: np.ndarray, tolerance: float) -> int:
+    """Inliers of the best similarity among the matches the main transform leaves
+    unexplained (error above twice the tolerance): a second, independent motion."""
+    rest = error > 2 * tolerance
+    if rest.sum() < 4:
+        return 0
+    fit = _fit_transform("similarity", src[rest], dst[rest], tolerance)
+    return 0 if fit is None else int(fit[1].sum())
+
+
+def _ccw(points: np.ndarray) -> np.ndarray:
+    """Polygon as float32 in the orientation cv2.intersectConvexConvex expects."""
+    pts = points.astype(np.float32)
+    area2 = float(np.sum(pts[:, 0] * np.roll(pts[:, 1], -1) - np.roll(pts[:, 0], -1) * pts[:, 1]))
+    return pts if area2 >= 0 else pts[::-1].copy()

@@ -1,0 +1,178 @@
+"""Geometric verification (provenance.verify.geometry) on generated images."""
+
+from __future__ import annotations
+
+import io
+import itertools
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageOps
+
+from provenance.verify.geometry import Thresholds, verify_pair, verify_with_mirror
+from provenance.verify.keypoints import extract_keypoints, extract_keypoints_with_mirror
+
+from .test_verify_keypoints import synthetic_photo
+
+REF_SIZE = (480, 360)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    image = synthetic_photo(11, REF_SIZE)
+    return image, extract_keypoints(image)
+
+
+def _jpeg(image: Image.Image, quality: int = 75) -> Image.Image:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    buffer.seek(0)
+    return Image.open(buffer).convert("RGB")
+
+
+def _assert_box_close(box, expected, tolerance=0.03):
+    """Each edge within ``tolerance`` of the reference's size."""
+    limits = [REF_SIZE[0], REF_SIZE[1]] * 2
+    for got, want, size in zip(box, expected, limits):
+        assert abs(got - want) <= tolerance * size, (box, expected)
+
+
+@pytest.mark.parametrize(
+    "window, resize",
+    [
+        ((48, 36, 432, 324), 1.0),  # 80 % centre crop
+        ((0, 0, 288, 216), 1.6),  # 60 % corner crop, upscaled
+        ((150, 60, 470, 300), 0.5),  # off-centre crop, shrunk
+    ],
+)
+def test_crop_is_verified_with_its_window(reference, window, resize):
+    image, ref_kp = reference
+    crop = image.crop(window)
+    crop = _jpeg(crop.resize((round(crop.width * resize), round(crop.height * resize)), Image.Resampling.LANCZOS))
+    result = verify_pair(extract_keypoints(crop), ref_kp)
+    assert result.verified and result.model == "similarity" and not result.mirrored
+    assert result.inliers >= 40
+    _assert_box_close(result.box, window)
+    assert result.scale == pytest.approx(resize, rel=0.05)
+    assert abs(result.rotation_deg) < 1.0
+    area = (window[2] - window[0]) * (window[3] - window[1]) / (REF_SIZE[0] * REF_SIZE[1])
+    assert result.coverage == pytest.approx(area, abs=0.04)
+    # The transform maps the query's corners onto the window's corners.
+    matrix = np.array(result.transform).reshape(2, 3)
+    corner = matrix @ np.array([crop.width, crop.height, 1.0])
+    assert np.allclose(corner, window[2:], atol=0.03 * REF_SIZE[0])
+
+
+def test_text_overlay_copy_is_verified(reference):
+    image, ref_kp = reference
+    meme = image.copy()
+    draw = ImageDraw.Draw(meme)
+    draw.rectangle((0, 0, 480, 50), fill=(255, 255, 255))
+    draw.text((20, 15), "WHEN THE CODE COMPILES", fill=(0, 0, 0))
+    result = verify_pair(extract_keypoints(_jpeg(meme, 60)), ref_kp)
+    assert result.verified
+    _assert_box_close(result.box, (0, 0, *REF_SIZE))
+
+
+def test_mirrored_copy_is_found_and_reported_as_mirrored(reference):
+    image, ref_kp = reference
+    window = (60, 40, 400, 320)
+    query = _jpeg(ImageOps.mirror(image.crop(window)))
+    plain_kp, mirrored_kp = extract_keypoints_with_mirror(query)
+    plain = verify_pair(plain_kp, ref_kp)
+    result = verify_with_mirror(plain_kp, mirrored_kp, ref_kp)
+    assert result.verified and result.mirrored
+    assert result.inliers > 3 * max(plain.inliers, 1)
+    _assert_box_close(result.box, window)
+    # The reported transform maps the *unmirrored* query: its top-left corner lands on
+    # the window's top-right corner.
+    matrix = np.array(result.transform).reshape(2, 3)
+    assert np.allclose(matrix @ np.array([0.0, 0.0, 1.0]), (window[2], window[1]), atol=0.03 * REF_SIZE[0])
+
+
+def test_unmirrored_copy_is_not_reported_as_mirrored(reference):
+    image, ref_kp = reference
+    plain_kp, mirrored_kp = extract_keypoints_with_mirror(_jpeg(image))
+    result = verify_with_mirror(plain_kp, mirrored_kp, ref_kp)
+    assert result.verified and not result.mirrored
+
+
+@pytest.mark.parametrize("angle", [12.0, -25.0, 90.0])
+def test_rotation_is_measured_counter_clockwise(reference, angle):
+    image, ref_kp = reference
+    rotated = image.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True)
+    result = verify_pair(extract_keypoints(_jpeg(rotated)), ref_kp)
+    assert result.verified
+    assert result.rotation_deg == pytest.approx(angle, abs=1.0)
+    assert result.scale == pytest.approx(1.0, rel=0.03)
+    _assert_box_close(result.box, (0, 0, *REF_SIZE))
+
+
+def test_aspect_ratio_change_is_verified(reference):
+    image, ref_kp = reference
+    squashed = _jpeg(image.resize((480, 250), Image.Resampling.LANCZOS))
+    result = verify_pair(extract_keypoints(squashed), ref_kp)
+    assert result.verified and result.model in ("stretch", "affine")
+    _assert_box_close(result.box, (0, 0, *REF_SIZE))
+
+
+def test_small_avatar_copy_is_verified(reference):
+    image, ref_kp = reference
+    avatar = _jpeg(image.crop((120, 60, 420, 360)).resize((128, 128), Image.Resampling.LANCZOS), 80)
+    result = verify_pair(extract_keypoints(avatar), ref_kp)
+    assert result.verified
+    _assert_box_close(result.box, (120, 60, 420, 360), tolerance=0.04)
+
+
+def test_orb_keypoints_verify_a_crop():
+    image = synthetic_photo(12, REF_SIZE)
+    ref_kp = extract_keypoints(image, method="orb")
+    query = _jpeg(image.crop((40, 30, 440, 330)))
+    result = verify_pair(extract_keypoints(query, method="orb"), ref_kp)
+    assert result.verified
+    _assert_box_close(result.box, (40, 30, 440, 330))
+
+
+def test_different_generated_images_never_verify():
+    seeds = [21, 22, 23, 24, 25]
+    keypoints = {}
+    for seed in seeds:
+        keypoints[seed] = extract_keypoints_with_mirror(synthetic_photo(seed, REF_SIZE))
+    for a, b in itertools.permutations(seeds, 2):
+        plain, mirrored = keypoints[a]
+        result = verify_with_mirror(plain, mirrored, keypoints[b][0])
+        assert not result.verified, (a, b, result)
+        assert result.inliers < 10
+
+
+def test_same_scene_with_moved_subject_is_not_a_copy():
+    """Two shots of one scene: the camera panned and the (rigid) subject moved."""
+    scene = synthetic_photo(31, (560, 420))
+    subject = synthetic_photo(32, (200, 240))
+    first = scene.crop((0, 0, 480, 360))
+    first.paste(subject, (120, 60))
+    second = scene.crop((30, 20, 510, 380))
+    second.paste(subject.rotate(4, resample=Image.Resampling.BICUBIC), (190, 90))
+    plain, mirrored = extract_keypoints_with_mirror(_jpeg(second))
+    result = verify_with_mirror(plain, mirrored, extract_keypoints(first))
+    assert result.inliers >= 30  # the backdrop does line up ...
+    assert result.second_motion >= 15  # ... and so does the subject, elsewhere
+    assert not result.verified
+
+
+def test_flat_query_and_method_mismatch(reference):
+    _, ref_kp = reference
+    flat = extract_keypoints(Image.new("RGB", (300, 200), (10, 20, 30)))
+    result = verify_pair(flat, ref_kp)
+    assert not result.verified and result.model == "none" and result.box is None
+    orb = extract_keypoints(synthetic_photo(13), method="orb")
+    with pytest.raises(ValueError):
+        verify_pair(orb, ref_kp)
+
+
+def test_thresholds_are_respected(reference):
+    image, ref_kp = reference
+    query_kp = extract_keypoints(_jpeg(image.crop((100, 80, 380, 280))))
+    default = verify_pair(query_kp, ref_kp)
+    strict = verify_pair(query_kp, ref_kp, thresholds=Thresholds(min_inliers=default.inliers + 1))
+    assert default.verified and not strict.verified
