@@ -18,14 +18,16 @@ from .index.metadata import Reference
 from .index.store import IndexStore
 from .index.vectors import reference_ids, vector_ids
 from .ingest import Preparer, PreparedReference, ProgressCallback, batched, prepare_all
-from .results import VERDICT_MATCH, VERDICT_NO_MATCH, IndexInfo, Match, QueryResult, ReindexSummary
+from .matching import VERIFY_CANDIDATES, reference_blobs, Candidate, QueryFeatures, best_per_reference, verify_candidates
+from .results import VERDICT_NO_MATCH, IndexInfo, Match, QueryResult, ReindexSummary, Transform
 from .regions import DEFAULT_REGIONS, Box, query_views
 from .sources import SourceRecord, scan_source
 
-#: Cosine similarity at or above which a match is called a ``match`` when the index has
-#: no calibrated threshold. Chosen from the dev-set score distributions (docs/benchmarks.md):
-#: mild edits of a photo score above it, different photos of the same person below.
-DEFAULT_MATCH_THRESHOLD = 0.80
+#: Cosine similarity at or above which an unverified candidate is ``similar`` when the
+#: index has no calibrated threshold (docs/benchmarks.md shows the score distributions).
+DEFAULT_SIMILAR_THRESHOLD = 0.80
+#: FAISS hits fetched per query view; several regions of one reference may fill them.
+SEARCH_DEPTH = 32
 
 #: Queries are decoded at no less than this short side (JPEG draft mode): enough for the
 #: embedder after border stripping, and far faster than a full decode of a large photo.
@@ -56,6 +58,10 @@ class Engine:
         #: query views: also search the mirrored query, and the query without its borders
         self.query_mirror = True
         self.query_strip_borders = True
+        self.query_photo_regions = True
+        #: geometric verification of the best candidates, and the PDQ near-exact path
+        self.verify = True
+        self.use_pdq = True
 
     # -- opening -----------------------------------------------------------------------
     @classmethod
@@ -124,9 +130,9 @@ class Engine:
         return Preparer(self.embedder.preprocessing, known_hashes=known_hashes, regions=self.regions)
 
     @property
-    def match_threshold(self) -> float:
-        """Score at or above which a candidate is a ``match`` (calibrated value if stored)."""
-        return float(self._store.manifest.thresholds.get("match", DEFAULT_MATCH_THRESHOLD))
+    def similar_threshold(self) -> float:
+        """Similarity at or above which an unverified candidate is ``similar`` (calibrated if stored)."""
+        return float(self._store.manifest.thresholds.get("similar", DEFAULT_SIMILAR_THRESHOLD))
 
     # -- adding --------------------------------------------------------------------------
     def add(self, image: ImageSource, path: str | None = None, *, subject: str | None = None,
@@ -138,7 +144,7 @@ class Engine:
         record = SourceRecord(name, name, subject, source_url, collection, dict(extra or {}))
         prepared = PreparedReference(
             record, loaded.sha256 or _pixel_digest(loaded.image), loaded.original_size[0], loaded.original_size[1],
-            self._preparer().region_arrays(loaded.image),
+            self._preparer().region_arrays(loaded.image), reference_blobs(loaded.image),
         )
         with self._write_lock:
             (ref_id,) = self._index_prepared([prepared])
@@ -221,6 +227,7 @@ class Engine:
             record = item.record
             metadata.insert(Reference(ref_id, item.sha256 or "", record.path, record.subject, record.source_url,
                                       record.collection, item.width, item.height, now, dict(record.extra)))
+            self._store.put_blobs(ref_id, item.blobs)
             for region, array in sorted(item.arrays.items()):
                 ref_ids.append(ref_id)
                 regions.append(region)
@@ -246,12 +253,12 @@ class Engine:
         return len(targets)
 
     def _remove_ids(self, ids: list[int]) -> None:
-        self._store.vectors.remove_references(ids)
-        self._store.metadata.delete(ids)
+        self._store.remove_references(ids)
 
     # -- querying ------------------------------------------------------------------------
     def _views(self, image) -> list:
-        return query_views(image, mirror=self.query_mirror, strip=self.query_strip_borders)
+        return query_views(image, mirror=self.query_mirror, strip=self.query_strip_borders,
+                           photos=self.query_photo_regions)
 
     def embed_query(self, image: ImageSource) -> tuple[np.ndarray, str]:
         """The query vectors (one per view) for ``image`` and the name to report it by."""
@@ -260,55 +267,53 @@ class Engine:
 
     def query(self, image: ImageSource, top_k: int = 5) -> QueryResult:
         """Which references ``image`` may have been copied from, best first."""
-        started = time.perf_counter()
-        vectors, name = self.embed_query(image)
-        (result,) = self._results_for([vectors], [name], top_k)
-        return _with_seconds(result, time.perf_counter() - started)
+        return self.query_batch([image], top_k=top_k)[0]
 
     def query_batch(self, images: Sequence[ImageSource], top_k: int = 5) -> list[QueryResult]:
-        """Like :meth:`query` for many images, embedding them in one batch.
+        """Like :meth:`query` for many images, embedding all their views in one batch.
 
         A bad image raises :class:`~provenance.errors.ImageLoadError`; callers that want
-        per-image errors should load images first or call :meth:`query` per image.
+        per-image errors should call :meth:`query` per image.
         """
+        if top_k < 1:
+            raise BadInputError("top_k must be at least 1")
         started = time.perf_counter()
         views = [self._views(load_image(image, target_size=QUERY_DECODE_SIZE).image) for image in images]
         flat = [view.image for image_views in views for view in image_views]
         vectors = self.embedder.embed(flat) if flat else np.zeros((0, self.embedder.dim), np.float32)
-        bounds = np.cumsum([0] + [len(image_views) for image_views in views])
-        per_query = [vectors[bounds[i] : bounds[i + 1]] for i in range(len(images))]
-        names = [describe_source(image) for image in images]
-        results = self._results_for(per_query, names, top_k)
-        each = (time.perf_counter() - started) / max(1, len(images))
-        return [_with_seconds(result, each) for result in results]
-
-    def _results_for(self, per_query_vectors: list[np.ndarray], names: list[str], top_k: int) -> list[QueryResult]:
-        if top_k < 1:
-            raise BadInputError("top_k must be at least 1")
-        if not per_query_vectors:
-            return []
-        counts = [len(vectors) for vectors in per_query_vectors]
-        # over-fetch so that several regions of one reference do not crowd out others
-        scores, ids = self._store.vectors.search(np.concatenate(per_query_vectors), top_k * 4)
-        refs = reference_ids(ids)
+        scores, ids = self._store.vectors.search(vectors, SEARCH_DEPTH) if flat else (None, None)
         results, row = [], 0
-        for name, count in zip(names, counts):
-            best = _best_per_reference(scores[row : row + count], refs[row : row + count], top_k)
-            row += count
-            results.append(self._make_result(name, best))
-        return results
+        for image, image_views in zip(images, views):
+            rows = slice(row, row + len(image_views))
+            row += len(image_views)
+            query_started = time.perf_counter()
+            candidates = best_per_reference(scores[rows], reference_ids(ids[rows]), np.arange(len(image_views)))
+            result = self._judge(describe_source(image), image_views, candidates, top_k)
+            results.append(_with_seconds(result, time.perf_counter() - query_started))
+        shared = (time.perf_counter() - started - sum(result.seconds for result in results)) / max(1, len(images))
+        return [_with_seconds(result, result.seconds + shared) for result in results]
 
-    def _make_result(self, name: str, best: list[tuple[int, float]]) -> QueryResult:
-        references = self._store.metadata.get(ref_id for ref_id, _ in best)
-        threshold = self.match_threshold
+    def _judge(self, name: str, views: list, candidates: dict[int, Candidate], top_k: int) -> QueryResult:
+        features = QueryFeatures(views)
+        if self.use_pdq:
+            for distance, ref_id in zip(*self._store.search_pdq(features.pdq_variants())):
+                candidates.setdefault(int(ref_id), Candidate(int(ref_id))).pdq_distance = int(distance)
+        ranked = sorted(candidates.values(), key=lambda candidate: (-candidate.similarity, candidate.ref_id))
+        if self.verify:
+            to_verify = ranked[:VERIFY_CANDIDATES] + [c for c in ranked[VERIFY_CANDIDATES:] if c.pdq_distance is not None]
+            verify_candidates(to_verify, features, self._store.load_keypoints)
+        best = sorted(candidates.values(), key=lambda candidate: (-candidate.score(), candidate.ref_id))[:top_k]
+        return self._make_result(name, best)
+
+    def _make_result(self, name: str, best: list[Candidate]) -> QueryResult:
+        references = self._store.metadata.get(candidate.ref_id for candidate in best)
+        threshold = self.similar_threshold
         matches = []
-        for ref_id, score in best:
-            reference = references.get(ref_id)
+        for candidate in best:
+            reference = references.get(candidate.ref_id)
             if reference is None:  # removed after the search started
                 continue
-            verdict = VERDICT_MATCH if score >= threshold else VERDICT_NO_MATCH
-            matches.append(Match(ref_id, reference.path, round(float(score), 6), verdict, reference.subject,
-                                 reference.source_url, reference.collection, reference.sha256, reference.extra))
+            matches.append(_match(candidate, reference, candidate.verdict(threshold)))
         verdict = matches[0].verdict if matches else VERDICT_NO_MATCH
         return QueryResult(name, verdict, matches)
 
@@ -326,12 +331,18 @@ class Engine:
         return self._store.metadata.get([ref_id]).get(ref_id)
 
 
-def _best_per_reference(scores: np.ndarray, refs: np.ndarray, top_k: int) -> list[tuple[int, float]]:
-    best: dict[int, float] = {}
-    for score, ref_id in zip(scores.ravel(), refs.ravel()):
-        if ref_id >= 0 and score > best.get(int(ref_id), -np.inf):
-            best[int(ref_id)] = float(score)
-    return sorted(best.items(), key=lambda item: (-item[1], item[0]))[:top_k]
+def _match(candidate: Candidate, reference: Reference, verdict: str) -> Match:
+    check = candidate.verification if candidate.is_copy else None
+    verified = check is not None and check.verified
+    return Match(
+        candidate.ref_id, reference.path, round(candidate.score(), 6), verdict, round(candidate.similarity, 6),
+        reference.subject, reference.source_url, reference.collection, reference.sha256, reference.extra,
+        inliers=check.inliers if verified else 0,
+        box=tuple(round(v, 1) for v in check.box) if verified and check.box else None,
+        coverage=round(check.coverage, 4) if verified else None,
+        transform=Transform(round(check.scale, 4), round(check.rotation_deg, 2), check.mirrored, check.model) if verified else None,
+        pdq_distance=candidate.pdq_distance,
+    )
 
 
 def _with_seconds(result: QueryResult, seconds: float) -> QueryResult:

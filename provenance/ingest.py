@@ -16,6 +16,7 @@ import numpy as np
 
 from .embedders.base import Preprocessing
 from .errors import ImageLoadError
+from .matching import reference_blobs
 from .imageio import DEFAULT_MAX_PIXELS, load_image, read_source_bytes
 from .regions import DEFAULT_REGIONS, Box, crop_fraction
 from .sources import SourceRecord
@@ -32,6 +33,7 @@ class Preparer:
     max_pixels: int = DEFAULT_MAX_PIXELS
     known_hashes: frozenset[str] = frozenset()
     regions: tuple[Box, ...] = DEFAULT_REGIONS
+    verification: bool = True  # also extract keypoints and the PDQ hash
 
     def region_arrays(self, image) -> dict[int, np.ndarray]:
         """Model input for every indexed region of ``image`` (region 0: the whole image)."""
@@ -51,9 +53,10 @@ class Preparer:
             target = int(self.preprocessing.size / max(smallest, 0.1))
             loaded = load_image(data, max_pixels=self.max_pixels, target_size=target)
             width, height = loaded.original_size
+            blobs = reference_blobs(loaded.image) if self.verification else {}
             return PreparedReference(
                 record, digest, width=width, height=height, arrays=self.region_arrays(loaded.image),
-                seconds=time.perf_counter() - started,
+                blobs=blobs, seconds=time.perf_counter() - started,
             )
         except ImageLoadError as exc:
             return PreparedReference(record, None, error=f"{record.file}: {exc.reason}", seconds=time.perf_counter() - started)
@@ -70,6 +73,7 @@ class PreparedReference:
     width: int | None = None
     height: int | None = None
     arrays: dict[int, np.ndarray] = field(default_factory=dict)  # region number -> model input
+    blobs: dict[str, bytes] = field(default_factory=dict)  # verification data (keypoints, PDQ)
     error: str | None = None
     seconds: float = 0.0
     already_known: bool = False

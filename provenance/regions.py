@@ -44,16 +44,37 @@ class QueryView:
     mirrored: bool
 
 
-def query_views(image: Image.Image, mirror: bool = True, strip: bool = True) -> list[QueryView]:
-    """The views searched for a query: as given, border-stripped, and their mirror images."""
+def query_views(image: Image.Image, mirror: bool = True, strip: bool = True, photos: bool = True) -> list[QueryView]:
+    """The views searched for a query.
+
+    As given; without borders; the photo-like areas inside it (a screenshot's photo, an
+    avatar); and the mirror images of the first two.
+    """
     views = [QueryView("full", image, False)]
     if strip:
         box = content_box(image)
         if box is not None:
             views.append(QueryView("stripped", image.crop(box), False))
-    if mirror:
-        views += [QueryView(view.name + "+mirror", ImageOps.mirror(view.image), True) for view in list(views)]
-    return views
+    mirrored = [QueryView(view.name + "+mirror", ImageOps.mirror(view.image), True) for view in views] if mirror else []
+    if photos:
+        for number, box in enumerate(photo_boxes(image)):
+            views.append(QueryView(f"photo{number}", image.crop(box), False))
+            if _squarish(box):
+                # a round avatar hides the square's corners: its inscribed square is pure photo
+                views.append(QueryView(f"photo{number}-inner", image.crop(_inscribed_square(box)), False))
+    return views + mirrored
+
+
+def _squarish(box: tuple[int, int, int, int]) -> bool:
+    width, height = box[2] - box[0], box[3] - box[1]
+    return max(width, height) <= 1.15 * min(width, height)
+
+
+def _inscribed_square(box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    x0, y0, x1, y1 = box
+    inset = (1 - 2**-0.5) / 2
+    dx, dy = (x1 - x0) * inset, (y1 - y0) * inset
+    return round(x0 + dx), round(y0 + dy), round(x1 - dx), round(y1 - dy)
 
 
 def content_box(image: Image.Image, max_trim: float = 0.45, min_trim: float = 0.03) -> tuple[int, int, int, int] | None:
@@ -98,3 +119,37 @@ def _small_size(size: tuple[int, int], side: int = 256) -> tuple[int, int]:
     width, height = size
     scale = min(1.0, side / max(width, height))
     return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def photo_boxes(image: Image.Image, max_boxes: int = 2, min_area: float = 0.008) -> list[tuple[int, int, int, int]]:
+    """Pixel boxes of photo-like areas inside a larger image (a screenshot, a profile page).
+
+    Photos are textured almost everywhere, while page furniture is flat colour with thin
+    text: keep pixels with local contrast, erase thin structures (text, lines), and return
+    the largest connected areas that are clearly smaller than the whole image.
+    """
+    import cv2
+
+    small_size = _small_size(image.size, 256)
+    gray = np.asarray(image.convert("L").resize(small_size), dtype=np.float32)
+    # a small window keeps text strokes thin, so the opening below erases them; the low
+    # threshold keeps smooth photo areas (skin, sky), which are never perfectly flat
+    mean = cv2.blur(gray, (3, 3))
+    contrast = np.sqrt(np.maximum(cv2.blur(gray * gray, (3, 3)) - mean * mean, 0))
+    mask = (contrast > 1.0).astype(np.uint8)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((9, 9), np.uint8))
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    height, width = gray.shape
+    scale_x, scale_y = image.size[0] / width, image.size[1] / height
+    boxes = []
+    for label in range(1, count):
+        x, y, w, h, area = (int(value) for value in stats[label])
+        box_area = w * h / (width * height)
+        elongation = max(w / h, h / w)
+        # text lines and button rows are elongated; photos rarely exceed 3:1
+        if box_area < min_area or box_area > 0.85 or area < 0.5 * w * h or elongation > 3.0:
+            continue
+        boxes.append((box_area, (round(x * scale_x), round(y * scale_y), round((x + w) * scale_x), round((y + h) * scale_y))))
+    boxes.sort(key=lambda item: -item[0])
+    return [box for _, box in boxes[:max_boxes]]

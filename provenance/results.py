@@ -5,23 +5,47 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-VERDICT_MATCH = "match"
+VERDICT_COPY = "copy"  # geometrically verified, or a near-exact PDQ hash
+VERDICT_SIMILAR = "similar"  # close embedding, no geometric proof (same shoot, same person)
 VERDICT_NO_MATCH = "no_match"
 
 
 @dataclass(frozen=True)
+class Transform:
+    """How a verified copy was derived from its reference."""
+
+    scale: float  # query pixels per reference pixel
+    rotation_deg: float  # counter-clockwise rotation of the content in the query
+    mirrored: bool
+    model: str  # similarity, stretch or affine
+
+
+@dataclass(frozen=True)
 class Match:
-    """One candidate reference for a query, with its similarity score and verdict."""
+    """One candidate reference for a query, with its score and verdict.
+
+    ``score`` orders all candidates of all queries: above 1 for a ``copy`` (1 + evidence
+    strength), otherwise ``similarity``, the best cosine similarity of the embeddings.
+    A ``copy`` also has ``box`` (x0, y0, x1, y1 in reference pixels: the part of the
+    reference the query shows), ``coverage`` (that part's fraction of the reference),
+    ``inliers`` and ``transform``; ``pdq_distance`` is set when the PDQ hashes are close.
+    """
 
     ref_id: int
     path: str
     score: float
     verdict: str
+    similarity: float
     subject: str | None = None
     source_url: str | None = None
     collection: str | None = None
     sha256: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    inliers: int = 0
+    box: tuple[float, float, float, float] | None = None
+    coverage: float | None = None
+    transform: Transform | None = None
+    pdq_distance: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

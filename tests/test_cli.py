@@ -48,7 +48,8 @@ def test_query_json_one_object_per_line(built_index, tmp_path, photos):
     lines = [json.loads(line) for line in result.output.strip().splitlines()]
     assert [line["query"] for line in lines] == [str(copy), str(other)]
     first = lines[0]
-    assert first["verdict"] == "match" and first["matches"][0]["path"].endswith("photo_2.jpg")
+    assert first["verdict"] == "copy" and first["matches"][0]["path"].endswith("photo_2.jpg")
+    assert lines[1]["verdict"] != "copy"
     assert len(first["matches"]) == 2
     assert set(first["matches"][0]) >= {"path", "subject", "source_url", "score", "verdict"}
 

@@ -25,10 +25,35 @@ def _crop_copy(photo: Image.Image) -> Image.Image:
 def test_reindex_then_query_finds_the_copy(engine, photos):
     result = engine.query(_crop_copy(photos[2]))
     assert result.best.path.endswith("photo_2.jpg")
-    assert result.verdict == "match" and result.best.verdict == "match"
+    assert result.verdict == "copy" and result.best.verdict == "copy"
+    assert result.best.score > 1.0 and result.best.inliers > 0
     assert result.matches == sorted(result.matches, key=lambda m: -m.score)
     unrelated = engine.query(synthetic_photo(99))
-    assert unrelated.best.score < result.best.score
+    assert unrelated.best.score < result.best.score and unrelated.verdict != "copy"
+
+
+def test_copy_reports_box_containing_the_crop_window(engine, photos):
+    window = (60, 40, 260, 200)  # of a 320 x 240 reference
+    best = engine.query(photos[5].crop(window).resize((150, 120))).best
+    assert best.path.endswith("photo_5.jpg") and best.verdict == "copy"
+    x0, y0, x1, y1 = best.box
+    slack = 8
+    assert x0 <= window[0] + slack and y0 <= window[1] + slack and x1 >= window[2] - slack and y1 >= window[3] - slack
+    assert 0.3 < best.coverage < 0.6
+    assert abs(best.transform.scale - 0.75) < 0.1 and not best.transform.mirrored
+
+
+def test_mirrored_copy_is_found_and_reported_mirrored(engine, photos):
+    from PIL import ImageOps
+
+    best = engine.query(ImageOps.mirror(photos[3].crop((20, 10, 300, 230)))).best
+    assert best.path.endswith("photo_3.JPG") and best.verdict == "copy"
+    assert best.transform.mirrored
+
+
+def test_other_photos_never_verify_as_copy(engine):
+    for seed in range(20, 26):
+        assert engine.query(synthetic_photo(seed)).verdict != "copy"
 
 
 def test_reindex_is_incremental_and_replaces_changed_files(engine, photo_folder):

@@ -102,6 +102,11 @@ class MetadataStore:
             row = self._connection.execute("SELECT data FROM blobs WHERE ref_id=? AND kind=?", (ref_id, kind)).fetchone()
         return None if row is None else bytes(row[0])
 
+    def blobs(self, kind: str) -> list[tuple[int, bytes]]:
+        """(ref_id, data) of every stored blob of one kind."""
+        with self._lock:
+            return [(row[0], bytes(row[1])) for row in self._connection.execute("SELECT ref_id, data FROM blobs WHERE kind=?", (kind,))]
+
     def delete(self, ref_ids: Iterable[int]) -> None:
         ids = [(int(ref_id),) for ref_id in ref_ids]
         with self._lock:

@@ -22,6 +22,9 @@ from .manifest import MANIFEST_NAME, Manifest, atomic_write_bytes, check_embedde
 from .metadata import MetadataStore
 from .vectors import VectorIndex
 
+KEYPOINTS_BLOB = "sift"
+PDQ_BLOB = "pdq"  # 32 hash bytes + 1 quality byte
+
 METADATA_NAME = "metadata.sqlite"
 ERRORS_NAME = "errors.jsonl"
 _FAISS_STATE_KEY = "faiss_file"
@@ -36,6 +39,50 @@ class IndexStore:
         self.metadata = metadata
         self.vectors = vectors
         self._save_lock = threading.Lock()
+        self._pdq = None  # PdqIndex, built from the stored hashes on first use
+        self._pdq_lock = threading.Lock()
+
+    # -- verification data ---------------------------------------------------------------
+    def put_blobs(self, ref_id: int, blobs: dict[str, bytes]) -> None:
+        """Store a reference's verification data (pending until the next save)."""
+        for kind, data in blobs.items():
+            self.metadata.put_blob(ref_id, kind, data)
+        if PDQ_BLOB in blobs and self._pdq is not None:
+            self._pdq.add([ref_id], [blobs[PDQ_BLOB][:32]])
+
+    def load_keypoints(self, ref_id: int):
+        """The stored keypoints of a reference, or None."""
+        from ..verify.keypoints import Keypoints
+
+        blob = self.metadata.get_blob(ref_id, KEYPOINTS_BLOB)
+        return None if blob is None else Keypoints.from_bytes(blob)
+
+    def _pdq_index(self):
+        with self._pdq_lock:
+            if self._pdq is None:
+                from ..verify.pdq import MIN_QUALITY, PdqIndex
+
+                index = PdqIndex()
+                rows = [(ref_id, blob) for ref_id, blob in self.metadata.blobs(PDQ_BLOB) if blob[32] >= MIN_QUALITY]
+                if rows:
+                    index.add([ref_id for ref_id, _ in rows], [blob[:32] for _, blob in rows])
+                self._pdq = index
+            return self._pdq
+
+    def search_pdq(self, variants: list[bytes], k: int = 8):
+        """(distances, ref ids) of references whose PDQ hash is within the match threshold."""
+        from ..verify.pdq import MATCH_THRESHOLD
+
+        if not variants:
+            return [], []
+        return self._pdq_index().search(variants, k, max_distance=MATCH_THRESHOLD)
+
+    def remove_references(self, ref_ids: list[int]) -> None:
+        """Drop references from the vectors, the metadata and the PDQ index (pending until save)."""
+        self.vectors.remove_references(ref_ids)
+        self.metadata.delete(ref_ids)
+        if self._pdq is not None:
+            self._pdq.remove(ref_ids)
 
     @classmethod
     def create(cls, directory: str | os.PathLike, embedder_description: dict[str, Any], overwrite: bool = False,

@@ -1,0 +1,130 @@
+"""From search hits to verdicts: candidate selection, PDQ, geometric verification, scoring.
+
+Scores are comparable across queries and ordered by evidence:
+
+* a ``copy`` (geometrically verified, or a near-exact PDQ hash) scores ``1 + s`` with
+  ``s`` in (0, 1) growing with the inlier count (or PDQ closeness);
+* anything else scores its best cosine similarity over (query view, reference region)
+  pairs, at most 1. It is ``similar`` at or above the similarity threshold, else
+  ``no_match``: a close embedding without geometric proof may be the same shoot or the
+  same person, which is not evidence of copying.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from .verify.geometry import Verification, verify_with_mirror
+from .verify.keypoints import Keypoints, extract_keypoints, extract_keypoints_with_mirror
+from .verify.pdq import MATCH_THRESHOLD as PDQ_MATCH_DISTANCE
+from .verify.pdq import MIN_QUALITY as PDQ_MIN_QUALITY
+from .verify.pdq import pdq_dihedral, pdq_hash
+
+VERDICT_COPY = "copy"
+VERDICT_SIMILAR = "similar"
+VERDICT_NO_MATCH = "no_match"
+
+from .index.store import KEYPOINTS_BLOB, PDQ_BLOB
+
+#: References verified geometrically per query (best by embedding similarity).
+VERIFY_CANDIDATES = 6
+#: Inliers at which a verified copy's strength is one half.
+_INLIER_SCALE = 25.0
+
+
+def reference_blobs(image: Image.Image) -> dict[str, bytes]:
+    """What is stored per reference for verification: SIFT keypoints and the PDQ hash."""
+    digest, quality = pdq_hash(image, max_side=512)
+    return {KEYPOINTS_BLOB: extract_keypoints(image).to_bytes(), PDQ_BLOB: digest + bytes([quality])}
+
+
+@dataclass
+class Candidate:
+    """A reference under consideration for one query."""
+
+    ref_id: int
+    similarity: float = -1.0
+    view: int = 0  # index of the query view that gave the best similarity
+    pdq_distance: int | None = None
+    verification: Verification | None = None
+
+    @property
+    def is_copy(self) -> bool:
+        near_exact = self.pdq_distance is not None and self.pdq_distance <= PDQ_MATCH_DISTANCE
+        return near_exact or bool(self.verification and self.verification.verified)
+
+    def score(self) -> float:
+        if not self.is_copy:
+            return max(-1.0, min(1.0, self.similarity))
+        strength = 0.0
+        if self.verification is not None and self.verification.verified:
+            inliers = self.verification.inliers
+            strength = inliers / (inliers + _INLIER_SCALE)
+        if self.pdq_distance is not None and self.pdq_distance <= PDQ_MATCH_DISTANCE:
+            strength = max(strength, 1.0 - self.pdq_distance / (2.0 * PDQ_MATCH_DISTANCE + 2))
+        return 1.0 + strength
+
+    def verdict(self, similar_threshold: float) -> str:
+        if self.is_copy:
+            return VERDICT_COPY
+        return VERDICT_SIMILAR if self.similarity >= similar_threshold else VERDICT_NO_MATCH
+
+
+def best_per_reference(scores: np.ndarray, refs: np.ndarray, view_of_row: np.ndarray) -> dict[int, Candidate]:
+    """Best similarity per reference over every (view, region) hit."""
+    candidates: dict[int, Candidate] = {}
+    for row in range(scores.shape[0]):
+        for score, ref_id in zip(scores[row], refs[row]):
+            if ref_id < 0:
+                continue
+            candidate = candidates.setdefault(int(ref_id), Candidate(int(ref_id)))
+            if score > candidate.similarity:
+                candidate.similarity, candidate.view = float(score), int(view_of_row[row])
+    return candidates
+
+
+@dataclass
+class QueryFeatures:
+    """Lazily computed local features of a query's views (each computed once)."""
+
+    views: list
+    _keypoints: dict[int, tuple[Keypoints, Keypoints]] = field(default_factory=dict)
+
+    def keypoints(self, view: int) -> tuple[Keypoints, Keypoints]:
+        base = self._unmirrored(view)
+        if base not in self._keypoints:
+            self._keypoints[base] = extract_keypoints_with_mirror(self.views[base].image)
+        return self._keypoints[base]
+
+    def _unmirrored(self, view: int) -> int:
+        # mirrored views are verified through the mirror keypoints of their base view
+        if not self.views[view].mirrored:
+            return view
+        base_name = self.views[view].name.removesuffix("+mirror")
+        return next(number for number, candidate in enumerate(self.views) if candidate.name == base_name)
+
+    def pdq_variants(self) -> list[bytes]:
+        image = self.views[0].image
+        if pdq_hash(image, max_side=512)[1] < PDQ_MIN_QUALITY:
+            return []  # flat images give unreliable hashes
+        return pdq_dihedral(image, max_side=512)
+
+
+def verify_candidates(candidates: list[Candidate], features: QueryFeatures, load_keypoints) -> None:
+    """Geometrically verify each candidate (in place), trying the query view that found it
+    and the whole query, each with its mirror image."""
+    for candidate in candidates:
+        reference = load_keypoints(candidate.ref_id)
+        if reference is None or len(reference) < 3:
+            continue
+        tried = []
+        for view in dict.fromkeys((features._unmirrored(candidate.view), 0)):
+            plain, mirrored = features.keypoints(view)
+            outcome = verify_with_mirror(plain, mirrored, reference)
+            tried.append(outcome)
+            if outcome.verified:
+                break
+        candidate.verification = max(tried, key=lambda item: (item.verified, item.inliers))
