@@ -161,6 +161,9 @@ class Engine:
         the old entry. Bad images are reported to ``on_error``, recorded in the summary and
         in ``errors.jsonl`` in the index directory; they never stop the run. Progress is committed every
         ``CHECKPOINT_EVERY`` references, so an interrupted run resumes where it stopped.
+        Large sources are decoded in spawned worker processes (``workers``; 0 decodes in
+        this process), so a script that calls this needs an ``if __name__ == "__main__"``
+        guard, as with any spawn-based multiprocessing.
         """
         started = time.perf_counter()
         records = scan_source(source)

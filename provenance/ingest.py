@@ -112,10 +112,10 @@ def prepare_all(
     if workers <= 0 or len(records) < POOL_THRESHOLD:
         yield from map(preparer, records)
         return
-    # fork, not spawn/forkserver: those re-import the caller's __main__, which re-runs any
-    # script that lacks an `if __name__ == "__main__"` guard. Workers only use PIL and
-    # numpy, never torch, so forking a parent that has loaded a model is safe.
-    context = multiprocessing.get_context("fork")
+    # spawn, not fork: a forked child inherits the parent's OpenCV/OpenMP thread pools
+    # in a broken state and deadlocks in SIFT once the parent has used them. Like any
+    # spawn-based multiprocessing, a calling script needs an `if __name__ == "__main__"` guard.
+    context = multiprocessing.get_context("spawn")
     with context.Pool(workers, initializer=_init_worker, initargs=(preparer,)) as pool:
         yield from pool.imap(_prepare_in_worker, records, chunksize=8)
 

@@ -74,7 +74,7 @@ def run_evaluation(config: EvalConfig, progress: Progress = None, *, engine: Any
     already open engine-like object (``query(image, top_k)``); the references must then
     already be in it. Library code: never prints.
 
-    Building the index uses worker processes (forkserver), so a script calling this
+    Building the index uses worker processes (spawn), so a script calling this
     must guard its entry point with ``if __name__ == "__main__":``.
     """
     started = time.perf_counter()

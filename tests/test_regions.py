@@ -1,0 +1,69 @@
+from PIL import Image, ImageDraw, ImageOps
+
+from provenance.regions import DEFAULT_REGIONS, content_box, crop_fraction, photo_boxes, query_views
+
+from .conftest import synthetic_photo
+
+
+def _textured(seed: int, size: tuple[int, int]) -> Image.Image:
+    """A synthetic photo with sensor-like noise everywhere (real photos are never flat)."""
+    import numpy as np
+
+    array = np.asarray(synthetic_photo(seed, size=size), dtype=np.float32)
+    noise = np.random.default_rng(seed).normal(0, 5, size=array.shape)
+    return Image.fromarray(np.clip(array + noise, 0, 255).astype(np.uint8), "RGB")
+
+
+def _padded(photo: Image.Image, pad: tuple[int, int, int, int], colour=(30, 120, 200)) -> Image.Image:
+    left, top, right, bottom = pad
+    canvas = Image.new("RGB", (photo.width + left + right, photo.height + top + bottom), colour)
+    canvas.paste(photo, (left, top))
+    return canvas
+
+
+def test_content_box_strips_uniform_padding_and_letterbox():
+    photo = synthetic_photo(1, size=(300, 200))
+    box = content_box(_padded(photo, (40, 30, 60, 20)))
+    assert box is not None
+    assert abs(box[0] - 40) <= 6 and abs(box[1] - 30) <= 6 and abs(box[2] - 340) <= 6 and abs(box[3] - 230) <= 6
+    letterboxed = _padded(photo, (0, 80, 0, 80), colour=(0, 0, 0))
+    box = content_box(letterboxed)
+    assert box is not None and abs(box[1] - 80) <= 6 and abs(box[3] - 280) <= 6
+
+
+def test_content_box_leaves_borderless_photos_alone():
+    assert content_box(synthetic_photo(2)) is None
+
+
+def test_photo_boxes_find_a_photo_on_a_page_with_text():
+    page = Image.new("RGB", (600, 800), (245, 245, 245))
+    draw = ImageDraw.Draw(page)
+    draw.rectangle([0, 0, 600, 60], fill=(30, 144, 255))
+    for line in range(6):
+        draw.text((40, 560 + 30 * line), "@handle  1,234 likes  DM for rates", fill=(20, 20, 20))
+    page.paste(_textured(3, (400, 300)), (100, 150))
+    boxes = photo_boxes(page)
+    assert boxes, "the photo was not found"
+    x0, y0, x1, y1 = boxes[0]
+    inter = max(0, min(x1, 500) - max(x0, 100)) * max(0, min(y1, 450) - max(y0, 150))
+    union = (x1 - x0) * (y1 - y0) + 400 * 300 - inter
+    assert inter / union >= 0.6
+    assert all(not (y0 < 560 + 30 * line < y1 and x1 - x0 > 500) for line in range(6))
+
+
+def test_query_views_include_mirrors_and_avatar_inner_square():
+    page = Image.new("RGB", (500, 500), (250, 250, 250))
+    page.paste(_textured(4, (200, 200)), (150, 150))
+    views = query_views(page)
+    names = [view.name for view in views]
+    assert names[0] == "full" and "full+mirror" in names and "photo0-inner" in names
+    mirrored = next(view for view in views if view.name == "full+mirror")
+    assert mirrored.mirrored and mirrored.image.tobytes() == ImageOps.mirror(page).tobytes()
+    assert [view.name for view in query_views(page, mirror=False, strip=False, photos=False)] == ["full"]
+
+
+def test_crop_fraction_and_default_regions():
+    photo = synthetic_photo(5, size=(200, 100))
+    assert crop_fraction(photo, (0.0, 0.0, 1.0, 1.0)) is photo
+    assert crop_fraction(photo, (0.25, 0.5, 0.75, 1.0)).size == (100, 50)
+    assert DEFAULT_REGIONS[0] == (0.0, 0.0, 1.0, 1.0)
