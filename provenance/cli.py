@@ -153,6 +153,37 @@ def remove(
     typer.echo(f"removed {removed} reference(s)")
 
 
+@app.command()
+def calibrate(
+    negatives: Path = typer.Option(..., "--negatives", help="CSV/JSONL or folder of images that are NOT copies."),
+    index: Path = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index directory."),
+    target_fpr: float = typer.Option(0.001, "--target-fpr", help="Share of negatives allowed above each threshold."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Measure known non-copies and store data-driven thresholds in the index manifest."""
+    from .calibration import calibrate as run_calibration
+    from .engine import Engine
+
+    try:
+        with Engine.open(index) as engine:
+            bar = None if quiet else _progress_bar(None, "calibrate")
+
+            def progress(done: int, total: int) -> None:
+                if bar is not None:
+                    bar.total = total
+                    bar.update(done - bar.n)
+
+            report = run_calibration(engine, negatives, target_fpr, progress=progress)
+            if bar is not None:
+                bar.close()
+    except ProvenanceError as exc:
+        raise _fail(exc)
+    typer.echo(f"{report.negatives} negatives ({report.failed} unreadable), target FPR {report.target_fpr}")
+    typer.echo(f"thresholds stored: similar >= {report.thresholds['similar']:.4f}, copy score >= {report.thresholds['copy']:.4f}")
+    for kind, counts in sorted(report.flagged_by_kind.items()):
+        typer.echo(f"  {kind:<28} {counts['total']:>5}  copy {counts['copy']:>3}  similar {counts['similar']:>3}")
+
+
 def _register_optional_commands() -> None:
     try:
         from .cli_eval import eval_command

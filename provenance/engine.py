@@ -130,6 +130,18 @@ class Engine:
         return Preparer(self.embedder.preprocessing, known_hashes=known_hashes, regions=self.regions)
 
     @property
+    def copy_threshold(self) -> float:
+        """Score a verified candidate needs to be a ``copy`` (1.0 unless calibrated higher)."""
+        return float(self._store.manifest.thresholds.get("copy", 1.0))
+
+    def set_thresholds(self, thresholds: dict[str, float], **calibration: Any) -> None:
+        """Store calibrated thresholds (``similar``, ``copy``) in the manifest."""
+        with self._write_lock:
+            self._store.manifest.thresholds = {**thresholds, **{f"calibration_{k}": v for k, v in calibration.items()}}
+            self._store.manifest.thresholds["calibrated_at"] = time.time()
+            self._store.write_manifest_now()
+
+    @property
     def similar_threshold(self) -> float:
         """Similarity at or above which an unverified candidate is ``similar`` (calibrated if stored)."""
         return float(self._store.manifest.thresholds.get("similar", DEFAULT_SIMILAR_THRESHOLD))
@@ -310,13 +322,13 @@ class Engine:
 
     def _make_result(self, name: str, best: list[Candidate]) -> QueryResult:
         references = self._store.metadata.get(candidate.ref_id for candidate in best)
-        threshold = self.similar_threshold
+        similar, copy = self.similar_threshold, self.copy_threshold
         matches = []
         for candidate in best:
             reference = references.get(candidate.ref_id)
             if reference is None:  # removed after the search started
                 continue
-            matches.append(_match(candidate, reference, candidate.verdict(threshold)))
+            matches.append(_match(candidate, reference, candidate.verdict(similar, copy)))
         verdict = matches[0].verdict if matches else VERDICT_NO_MATCH
         return QueryResult(name, verdict, matches)
 
@@ -338,7 +350,7 @@ def _match(candidate: Candidate, reference: Reference, verdict: str) -> Match:
     check = candidate.verification if candidate.is_copy else None
     verified = check is not None and check.verified
     return Match(
-        candidate.ref_id, reference.path, round(candidate.score(), 6), verdict, round(candidate.similarity, 6),
+        candidate.ref_id, reference.path, candidate.score(), verdict, candidate.similarity,
         reference.subject, reference.source_url, reference.collection, reference.sha256, reference.extra,
         inliers=check.inliers if verified else 0,
         box=tuple(round(v, 1) for v in check.box) if verified and check.box else None,

@@ -67,8 +67,8 @@ class Candidate:
             strength = max(strength, 1.0 - self.pdq_distance / (2.0 * PDQ_MATCH_DISTANCE + 2))
         return 1.0 + strength
 
-    def verdict(self, similar_threshold: float) -> str:
-        if self.is_copy:
+    def verdict(self, similar_threshold: float, copy_threshold: float = 1.0) -> str:
+        if self.is_copy and self.score() >= copy_threshold:
             return VERDICT_COPY
         return VERDICT_SIMILAR if self.similarity >= similar_threshold else VERDICT_NO_MATCH
 

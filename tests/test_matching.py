@@ -20,3 +20,38 @@ def test_near_exact_pdq_is_a_copy_and_far_pdq_is_not():
     assert Candidate(1, similarity=0.4, pdq_distance=0).is_copy
     assert Candidate(1, similarity=0.4, pdq_distance=0).score() > Candidate(1, similarity=0.4, pdq_distance=30).score() > 1
     assert not Candidate(1, similarity=0.4, pdq_distance=60).is_copy
+
+
+def test_threshold_for_fpr_edge_cases():
+    import numpy as np
+
+    from provenance.calibration import threshold_for_fpr
+
+    scores = np.array([0.1, 0.5, 0.9, 0.9, 0.3])
+    strict = threshold_for_fpr(scores, 0.0, floor=-1.0)
+    assert strict > 0.9 and (scores >= strict).sum() == 0
+    # 40% allowed -> two scores may stay above, but the tie at 0.9 must not split
+    loose = threshold_for_fpr(scores, 0.4, floor=-1.0)
+    assert 0.5 < loose <= 0.9 and (scores >= loose).sum() == 2
+    assert threshold_for_fpr(np.array([0.0, 0.0]), 0.001, floor=1.0) == 1.0
+
+
+def test_calibrate_stores_thresholds(tmp_path, effnet, photo_folder):
+    from provenance import Engine
+    from provenance.calibration import calibrate
+
+    from .conftest import synthetic_photo
+
+    negatives = tmp_path / "negatives"
+    negatives.mkdir()
+    for seed in range(40, 46):
+        synthetic_photo(seed).save(negatives / f"n{seed}.jpg")
+    with Engine.create(tmp_path / "index", effnet) as engine:
+        engine.reindex(photo_folder, workers=0)
+        report = calibrate(engine, negatives, target_fpr=0.0)
+        assert report.negatives == 6 and report.thresholds["copy"] >= 1.0
+        assert engine.similar_threshold == report.thresholds["similar"]
+        for path in negatives.iterdir():  # nothing above a zero-FPR threshold
+            assert engine.query(path).verdict == "no_match"
+    with Engine.open(tmp_path / "index") as reopened:
+        assert reopened.similar_threshold == report.thresholds["similar"]
