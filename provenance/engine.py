@@ -16,7 +16,7 @@ from .errors import BadInputError
 from .imageio import ImageSource, describe_source, load_image
 from .index.metadata import Reference
 from .index.store import IndexStore
-from .index.vectors import reference_ids, vector_ids
+from .index.vectors import reference_ids, region_numbers, vector_ids
 from .ingest import Preparer, PreparedReference, ProgressCallback, batched, prepare_all
 from .matching import VERIFY_CANDIDATES, reference_blobs, Candidate, QueryFeatures, best_per_reference, verify_candidates
 from .results import VERDICT_NO_MATCH, IndexInfo, Match, QueryResult, ReindexSummary, Transform
@@ -59,6 +59,8 @@ class Engine:
         self.query_mirror = True
         self.query_strip_borders = True
         self.query_photo_regions = True
+        #: search the indexed reference crops too (False: whole-image vectors only)
+        self.use_regions = True
         #: geometric verification of the best candidates, and the PDQ near-exact path
         self.verify = True
         self.use_pdq = True
@@ -302,7 +304,8 @@ class Engine:
             rows = slice(row, row + len(image_views))
             row += len(image_views)
             query_started = time.perf_counter()
-            candidates = best_per_reference(scores[rows], reference_ids(ids[rows]), np.arange(len(image_views)))
+            hits = ids[rows] if self.use_regions else np.where(region_numbers(ids[rows]) == 0, ids[rows], -1)
+            candidates = best_per_reference(scores[rows], reference_ids(hits), np.arange(len(image_views)))
             result = self._judge(describe_source(image), image_views, candidates, top_k)
             results.append(_with_seconds(result, time.perf_counter() - query_started))
         shared = (time.perf_counter() - started - sum(result.seconds for result in results)) / max(1, len(images))

@@ -32,6 +32,12 @@ def reference_ids(ids: np.ndarray) -> np.ndarray:
     return np.where(ids < 0, -1, ids >> REGION_BITS)
 
 
+def region_numbers(ids: np.ndarray) -> np.ndarray:
+    """The region number of each FAISS id (-1 for a missing hit)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    return np.where(ids < 0, -1, ids & (MAX_REGIONS - 1))
+
+
 class VectorIndex:
     """Exact inner-product search over unit vectors, with add/remove by id."""
 

@@ -1,0 +1,64 @@
+"""Ablation: the eval's metrics as the engine's components are switched on one by one.
+
+Usage: python scripts/ablation.py --index DIR [--bench ../shared/bench] [--limit 20] [--out out/ablation]
+The index must hold the bench references (built with the default regions). Each step
+runs `run_evaluation` on the same seeded queries with the engine configured as listed.
+Prints a markdown table (overall and per family); asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+STEPS = [
+    ("whole-image embedding only", dict(use_regions=False, query_mirror=False, query_strip_borders=False,
+                                         query_photo_regions=False, use_pdq=False, verify=False)),
+    ("+ reference crops (regions)", dict(use_regions=True)),
+    ("+ mirrored and border-stripped query views", dict(query_mirror=True, query_strip_borders=True)),
+    ("+ photo-region views (screenshots, avatars)", dict(query_photo_regions=True)),
+    ("+ PDQ near-exact path", dict(use_pdq=True)),
+    ("+ geometric verification (full engine)", dict(verify=True)),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--index", required=True)
+    parser.add_argument("--bench", default="../shared/bench")
+    parser.add_argument("--limit", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="out/ablation")
+    args = parser.parse_args()
+
+    from provenance import Engine
+    from provenance.evaluation.runner import EvalConfig, run_evaluation
+
+    engine = Engine.open(args.index)
+    rows, families = [], {}
+    for number, (label, settings) in enumerate(STEPS):
+        for name, value in settings.items():
+            setattr(engine, name, value)
+        config = EvalConfig(refs=Path(args.bench) / "refs.csv", negatives=Path(args.bench) / "negatives.csv",
+                            out_dir=Path(args.out) / f"step{number}", seed=args.seed, limit=args.limit, baselines=())
+        metrics = run_evaluation(config, engine=engine).systems["engine"]
+        rows.append((label, metrics))
+        families[label] = metrics.get("per_family", {})
+        print(f"done: {label}: µAP {metrics['micro_ap']:.3f}", flush=True)
+    print()
+    print("| configuration | µAP | R@P90 | R@P99 | recall@1 | median ms |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for label, m in rows:
+        print(f"| {label} | {m['micro_ap']:.3f} | {m['recall_at_p90']:.3f} | {m['recall_at_p99']:.3f} | "
+              f"{m['recall_at_1']:.3f} | {m['timing']['median_ms']:.0f} |")
+    names = sorted(next(iter(families.values())))
+    print()
+    print("| family | " + " | ".join(f"step {i}" for i in range(len(rows))) + " |")
+    print("| --- |" + " ---: |" * len(rows))
+    for family in names:
+        cells = [f"{families[label][family]['recall_at_p99']:.2f}" for label, _ in rows]
+        print(f"| {family} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
