@@ -184,6 +184,19 @@ def calibrate(
         typer.echo(f"  {kind:<28} {counts['total']:>5}  copy {counts['copy']:>3}  similar {counts['similar']:>3}")
 
 
+@app.command()
+def hashes(index: Path = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index directory.")) -> None:
+    """Print every reference's PDQ hash as 'hash,quality,path' (ThreatExchange's hex format)."""
+    from .engine import Engine
+
+    try:
+        with Engine.open(index) as engine:
+            for reference, digest, quality in engine.pdq_hashes():
+                typer.echo(f"{digest},{quality},{reference.path}")
+    except ProvenanceError as exc:
+        raise _fail(exc)
+
+
 def _register_optional_commands() -> None:
     try:
         from .cli_eval import eval_command

@@ -7,7 +7,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -15,7 +15,7 @@ from .embedders import DEFAULT_EMBEDDER, Embedder, create_embedder
 from .errors import BadInputError
 from .imageio import ImageSource, describe_source, load_image
 from .index.metadata import Reference
-from .index.store import IndexStore
+from .index.store import PDQ_BLOB, IndexStore
 from .index.vectors import reference_ids, region_numbers, vector_ids
 from .ingest import Preparer, PreparedReference, ProgressCallback, batched, prepare_all
 from .matching import VERIFY_CANDIDATES, reference_blobs, Candidate, QueryFeatures, best_per_reference, verify_candidates
@@ -277,11 +277,6 @@ class Engine:
         return query_views(image, mirror=self.query_mirror, strip=self.query_strip_borders,
                            photos=self.query_photo_regions)
 
-    def embed_query(self, image: ImageSource) -> tuple[np.ndarray, str]:
-        """The query vectors (one per view) for ``image`` and the name to report it by."""
-        loaded = load_image(image, target_size=QUERY_DECODE_SIZE)
-        return self.embedder.embed([view.image for view in self._views(loaded.image)]), describe_source(image)
-
     def query(self, image: ImageSource, top_k: int = 5) -> QueryResult:
         """Which references ``image`` may have been copied from, best first."""
         return self.query_batch([image], top_k=top_k)[0]
@@ -343,6 +338,16 @@ class Engine:
         return IndexInfo(str(self.directory), manifest.embedder, metadata.count(), self._store.vectors.ntotal,
                          metadata.count_by("collection"), self._store.disk_usage(), manifest.created_at,
                          manifest.updated_at, manifest.vector_index, dict(manifest.thresholds))
+
+    def pdq_hashes(self) -> Iterator[tuple[Reference, str, int]]:
+        """(reference, PDQ hash as ThreatExchange hex, quality 0-100) for every reference."""
+        from .verify.pdq import to_hex
+
+        metadata = self._store.metadata
+        for ref_id, blob in metadata.blobs(PDQ_BLOB):
+            reference = metadata.get([ref_id]).get(ref_id)
+            if reference is not None:
+                yield reference, to_hex(blob[:32]), int(blob[32])
 
     def reference(self, ref_id: int) -> Reference | None:
         """The stored metadata of one reference."""

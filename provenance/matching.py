@@ -94,13 +94,13 @@ class QueryFeatures:
     _keypoints: dict[int, tuple[Keypoints, Keypoints]] = field(default_factory=dict)
 
     def keypoints(self, view: int) -> tuple[Keypoints, Keypoints]:
-        base = self._unmirrored(view)
+        base = self.base_view(view)
         if base not in self._keypoints:
             self._keypoints[base] = extract_keypoints_with_mirror(self.views[base].image)
         return self._keypoints[base]
 
-    def _unmirrored(self, view: int) -> int:
-        # mirrored views are verified through the mirror keypoints of their base view
+    def base_view(self, view: int) -> int:
+        """The unmirrored view whose keypoints (plain and mirrored) serve ``view``."""
         if not self.views[view].mirrored:
             return view
         base_name = self.views[view].name.removesuffix("+mirror")
@@ -121,7 +121,7 @@ def verify_candidates(candidates: list[Candidate], features: QueryFeatures, load
         if reference is None or len(reference) < 3:
             continue
         tried = []
-        for view in dict.fromkeys((features._unmirrored(candidate.view), 0)):
+        for view in dict.fromkeys((features.base_view(candidate.view), 0)):
             plain, mirrored = features.keypoints(view)
             outcome = verify_with_mirror(plain, mirrored, reference)
             tried.append(outcome)

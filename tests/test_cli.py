@@ -80,3 +80,28 @@ def test_remove(built_index, photo_folder):
     info = runner.invoke(app, ["info", "-i", str(built_index)])
     assert "references  5" in info.output
     assert runner.invoke(app, ["remove", "-i", str(built_index)]).exit_code == 3
+
+
+def test_hashes_prints_threatexchange_pdq(built_index):
+    from provenance.verify.pdq import from_hex
+
+    result = runner.invoke(app, ["hashes", "-i", str(built_index)])
+    assert result.exit_code == 0
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 6
+    digest, quality, path = lines[0].split(",", 2)
+    assert len(from_hex(digest)) == 32 and 0 <= int(quality) <= 100 and path.endswith(".jpg")
+
+
+def test_calibrate_stores_thresholds_in_manifest(built_index, tmp_path):
+    negatives = tmp_path / "negatives"
+    negatives.mkdir()
+    for seed in (80, 81, 82):
+        synthetic_photo(seed).save(negatives / f"{seed}.jpg")
+    result = runner.invoke(app, ["calibrate", "-i", str(built_index), "--negatives", str(negatives), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "3 negatives" in result.output and "thresholds stored" in result.output
+    manifest = json.loads((built_index / "manifest.json").read_text())
+    assert {"similar", "copy"} <= set(manifest["thresholds"])
+    missing = runner.invoke(app, ["calibrate", "-i", str(built_index), "--negatives", str(tmp_path / "none.csv")])
+    assert missing.exit_code == 3

@@ -155,10 +155,6 @@ class IndexStore:
             if path.name != current:
                 path.unlink(missing_ok=True)
 
-    def discard(self) -> None:
-        """Drop uncommitted metadata changes (the in-memory vectors are not rolled back)."""
-        self.metadata.rollback()
-
     def write_manifest_now(self) -> None:
         write_manifest(self.directory, self.manifest)
 
