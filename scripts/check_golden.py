@@ -2,8 +2,11 @@
 
 1. AugLy: against an index that also holds golden/augly/dfdc_1.jpg, every AugLy edit of
    it is queried; the mild edits must return dfdc_1.jpg first. All results are printed.
-2. EXIF: each Landscape_N.jpg / Portrait_N.jpg (orientation tags 0-8) must embed within
-   cosine 0.99 of Landscape_1.jpg / Portrait_1.jpg.
+2. EXIF: each Landscape_N.jpg / Portrait_N.jpg (orientation tags 0-8) is embedded and
+   compared with Landscape_1.jpg / Portrait_1.jpg. Each file also prints its own number
+   N in large type in the middle of the photo, so the files differ by that label; the
+   check prints the raw cosines and the cosines with the label box taken from file 1
+   (the same pixels everywhere else), and passes when the latter are all >= 0.99.
 
 Usage: python scripts/check_golden.py [--bench ../shared/bench] [--index DIR]
 With --index, a copy of that index is used as the distractor set (it is not modified);
@@ -56,11 +59,18 @@ def check_exif(bench: Path) -> bool:
     embedder = create_embedder()
     ok = True
     for stem in ("Landscape", "Portrait"):
-        files = [bench / f"golden/exif/{stem}_{n}.jpg" for n in range(9)]
-        vectors = embedder.embed([load_image(path).image for path in files])
-        similarities = vectors @ vectors[1]
-        ok &= bool((similarities >= 0.99).all())
-        print(f"{stem}: cosine to {stem}_1 for orientations 0-8: " + " ".join(f"{value:.4f}" for value in similarities))
+        images = [load_image(bench / f"golden/exif/{stem}_{n}.jpg").image for n in range(9)]
+        raw = embedder.embed(images) @ embedder.embed([images[1]])[0]
+        width, height = images[1].size
+        label_box = (int(width * 0.38), int(height * 0.38), int(width * 0.62), int(height * 0.62))
+        label = images[1].crop(label_box)
+        same_label = [image.copy() for image in images]
+        for image in same_label:
+            image.paste(label, label_box[:2])
+        masked = embedder.embed(same_label) @ embedder.embed([same_label[1]])[0]
+        ok &= bool((masked >= 0.99).all())
+        print(f"{stem} cosine to {stem}_1, orientations 0-8, raw:         " + " ".join(f"{v:.4f}" for v in raw))
+        print(f"{stem} cosine to {stem}_1, orientations 0-8, same label:  " + " ".join(f"{v:.4f}" for v in masked))
     return ok
 
 
@@ -71,7 +81,7 @@ def main() -> None:
     args = parser.parse_args()
     augly_ok = check_augly(args.bench, args.index)
     exif_ok = check_exif(args.bench)
-    print(f"augly mild edits found first: {'yes' if augly_ok else 'NO'}; exif within 0.99: {'yes' if exif_ok else 'NO'}")
+    print(f"augly mild edits found first: {'yes' if augly_ok else 'NO'}; exif (same label) within 0.99: {'yes' if exif_ok else 'NO'}")
     sys.exit(0 if augly_ok and exif_ok else 1)
 
 

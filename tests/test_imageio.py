@@ -75,6 +75,28 @@ def test_exif_orientation_is_applied():
     assert top_left[0] > 200  # the left strip is now on top
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_gives_the_upright_pixels(orientation):
+    upright = synthetic_photo(6, size=(48, 32))
+    # what a camera stores for each tag: the inverse of the transform the viewer applies
+    stored_for = {
+        1: lambda im: im,
+        2: lambda im: im.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+        3: lambda im: im.transpose(Image.Transpose.ROTATE_180),
+        4: lambda im: im.transpose(Image.Transpose.FLIP_TOP_BOTTOM),
+        5: lambda im: im.transpose(Image.Transpose.TRANSPOSE),
+        6: lambda im: im.transpose(Image.Transpose.ROTATE_90),
+        7: lambda im: im.transpose(Image.Transpose.TRANSVERSE),
+        8: lambda im: im.transpose(Image.Transpose.ROTATE_270),
+    }
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    encoded = _encode(stored_for[orientation](upright), "PNG", exif=exif)
+    loaded = load_image(encoded)
+    assert loaded.image.size == upright.size
+    assert np.array_equal(np.asarray(loaded.image), np.asarray(upright))
+
+
 def test_first_frame_of_animation():
     frames = [Image.new("RGB", (8, 8), colour) for colour in ((255, 0, 0), (0, 0, 255))]
     buffer = io.BytesIO()
