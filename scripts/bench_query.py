@@ -29,7 +29,12 @@ def main() -> None:
     refs = read_rows(f"{args.bench}/refs.csv")
     negatives = read_rows(f"{args.bench}/negatives.csv", ("path", "kind"))
     specs = plan_queries(len(refs), negatives, resolve_families(None), args.seed, per_family=4)
-    picked = [specs[i] for i in np.random.default_rng(args.seed).permutation(len(specs))[: args.n]]
+    rng = np.random.default_rng(args.seed)
+    positives = [spec for spec in specs if spec.positive]
+    negative_specs = [spec for spec in specs if not spec.positive]
+    half = args.n // 2
+    picked = [positives[i] for i in rng.permutation(len(positives))[:half]]
+    picked += [negative_specs[i] for i in rng.permutation(len(negative_specs))[: args.n - half]]
     images = [build_query(spec, refs, negatives, args.seed) for spec in picked]
 
     engine = Engine.open(args.index)
