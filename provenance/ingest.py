@@ -6,6 +6,7 @@ JPEG decoding. Workers return small uint8 arrays, never PIL objects, to keep pic
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
 import time
@@ -43,8 +44,6 @@ class Preparer:
         started = time.perf_counter()
         try:
             data = read_source_bytes(record.file)
-            import hashlib
-
             digest = hashlib.sha256(data).hexdigest()
             if digest in self.known_hashes:
                 return PreparedReference(record, digest, seconds=time.perf_counter() - started, already_known=True)

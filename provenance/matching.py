@@ -21,7 +21,7 @@ from .verify.geometry import Verification, verify_with_mirror
 from .verify.keypoints import Keypoints, extract_keypoints, extract_keypoints_with_mirror
 from .verify.pdq import MATCH_THRESHOLD as PDQ_MATCH_DISTANCE
 from .verify.pdq import MIN_QUALITY as PDQ_MIN_QUALITY
-from .verify.pdq import pdq_dihedral, pdq_hash
+from .verify.pdq import pdq_dihedral_with_quality, pdq_hash
 
 VERDICT_COPY = "copy"
 VERDICT_SIMILAR = "similar"
@@ -107,10 +107,8 @@ class QueryFeatures:
         return next(number for number, candidate in enumerate(self.views) if candidate.name == base_name)
 
     def pdq_variants(self) -> list[bytes]:
-        image = self.views[0].image
-        if pdq_hash(image, max_side=512)[1] < PDQ_MIN_QUALITY:
-            return []  # flat images give unreliable hashes
-        return pdq_dihedral(image, max_side=512)
+        hashes, quality = pdq_dihedral_with_quality(self.views[0].image, max_side=512)
+        return hashes if quality >= PDQ_MIN_QUALITY else []  # flat images give unreliable hashes
 
 
 def verify_candidates(candidates: list[Candidate], features: QueryFeatures, load_keypoints) -> None:

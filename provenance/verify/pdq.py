@@ -57,10 +57,15 @@ def pdq_dihedral(image: Image.Image, *, max_side: int | None = None) -> list[byt
     The first is ``pdq_hash(image)[0]``. A copy that was rotated or flipped has a hash
     close to one of these (the one of the inverse transform).
     """
+    return pdq_dihedral_with_quality(image, max_side=max_side)[0]
+
+
+def pdq_dihedral_with_quality(image: Image.Image, *, max_side: int | None = None) -> tuple[list[bytes], int]:
+    """:func:`pdq_dihedral` and the image's PDQ quality (0-100), from one computation."""
     import pdqhash
 
-    hashes, _quality = pdqhash.compute_dihedral(_rgb_array(image, max_side))
-    return [_pack(bits) for bits in hashes]
+    hashes, quality = pdqhash.compute_dihedral(_rgb_array(image, max_side))
+    return [_pack(bits) for bits in hashes], int(quality)
 
 
 def to_hex(hash_: bytes) -> str:
