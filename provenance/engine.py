@@ -15,6 +15,7 @@ from .embedders import DEFAULT_EMBEDDER, Embedder, create_embedder
 from .errors import BadInputError
 from .imageio import ImageSource, describe_source, load_image
 from .index.metadata import Reference
+from .index.manifest import MANIFEST_NAME
 from .index.store import PDQ_BLOB, IndexStore
 from .index.vectors import reference_ids, region_numbers, vector_ids
 from .ingest import Preparer, PreparedReference, ProgressCallback, batched, prepare_all
@@ -106,7 +107,7 @@ class Engine:
     @classmethod
     def open_or_create(cls, directory: str | os.PathLike, embedder: str | Embedder = DEFAULT_EMBEDDER, **kwargs: Any) -> "Engine":
         """Open the index at ``directory``, creating it when absent."""
-        if (Path(directory) / "manifest.json").exists():
+        if (Path(directory) / MANIFEST_NAME).exists():
             return cls.open(directory, embedder if isinstance(embedder, Embedder) else None)
         return cls.create(directory, embedder, **kwargs)
 
@@ -229,7 +230,7 @@ class Engine:
     def _drop_replaced(self, items: list[PreparedReference], indexed_by_path: dict) -> int:
         stale = [ref_id for item in items for ref_id, _ in indexed_by_path.pop(item.record.path, [])]
         if stale:
-            self._remove_ids(stale)
+            self._store.remove_references(stale)
         return len(stale)
 
     def _index_prepared(self, items: list[PreparedReference]) -> list[int]:
@@ -265,12 +266,9 @@ class Engine:
         if not targets:
             return 0
         with self._write_lock:
-            self._remove_ids(sorted(targets))
+            self._store.remove_references(sorted(targets))
             self._store.save()
         return len(targets)
-
-    def _remove_ids(self, ids: list[int]) -> None:
-        self._store.remove_references(ids)
 
     # -- querying ------------------------------------------------------------------------
     def _views(self, image) -> list:

@@ -23,11 +23,9 @@ from .verify.pdq import MATCH_THRESHOLD as PDQ_MATCH_DISTANCE
 from .verify.pdq import MIN_QUALITY as PDQ_MIN_QUALITY
 from .verify.pdq import pdq_dihedral_with_quality, pdq_hash
 
-VERDICT_COPY = "copy"
-VERDICT_SIMILAR = "similar"
-VERDICT_NO_MATCH = "no_match"
 
 from .index.store import KEYPOINTS_BLOB, PDQ_BLOB
+from .results import VERDICT_COPY, VERDICT_NO_MATCH, VERDICT_SIMILAR
 
 #: References verified geometrically per query (best by embedding similarity).
 VERIFY_CANDIDATES = 6

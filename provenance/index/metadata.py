@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -173,7 +172,3 @@ class MetadataStore:
     def rollback(self) -> None:
         with self._lock:
             self._connection.rollback()
-
-
-def now() -> float:
-    return time.time()

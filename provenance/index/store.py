@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CorruptIndexError, IndexExistsError
-from .manifest import MANIFEST_NAME, Manifest, atomic_write_bytes, check_embedder, read_manifest, write_manifest
+from .manifest import MANIFEST_NAME, Manifest, check_embedder, read_manifest, write_manifest
 from .metadata import MetadataStore
 from .vectors import VectorIndex
 
@@ -177,4 +177,4 @@ def _remove_index_files(directory: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-__all__ = ["IndexStore", "atomic_write_bytes", "METADATA_NAME", "ERRORS_NAME"]
+__all__ = ["IndexStore", "METADATA_NAME", "ERRORS_NAME"]
