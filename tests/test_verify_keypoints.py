@@ -158,3 +158,33 @@ def test_from_bytes_rejects_truncated_payload():
     blob = extract_keypoints(synthetic_photo(8)).to_bytes()
     with pytest.raises(ValueError):
         Keypoints.from_bytes(blob[:-10])
+
+
+def test_mirrored_sift_descriptors_match_a_fresh_detection_on_the_mirror_image():
+    """Permuted descriptors stand in for detecting again on the mirrored picture."""
+    from provenance.verify.keypoints import mirror_keypoints
+
+    image = synthetic_photo(5)
+    plain = extract_keypoints(image)
+    derived = mirror_keypoints(plain)
+    unpermuted = Keypoints(derived.xy, plain.descriptors, plain.width, plain.height, "sift")
+    detected = extract_keypoints(ImageOps.mirror(image))
+    assert derived.xy[:, 0].max() <= image.width - 1 + 1e-3
+    assert _nearest_descriptor_agreement(derived, detected) > 0.6
+    assert _nearest_descriptor_agreement(unpermuted, detected) < 0.3
+    with pytest.raises(ValueError):
+        mirror_keypoints(Keypoints(derived.xy, np.zeros((len(derived), 32), np.uint8), 10, 10, "orb"))
+
+
+def _nearest_descriptor_agreement(candidate: Keypoints, detected: Keypoints) -> float:
+    """Share of co-located keypoints whose nearest descriptor in ``candidate`` sits on the same spot."""
+    agree = total = 0
+    for point, descriptor in zip(detected.xy, detected.descriptors.astype(np.float32)):
+        distance = np.linalg.norm(candidate.xy - point, axis=1)
+        if distance.min() > 0.5:
+            continue
+        total += 1
+        closest = np.argmin(np.linalg.norm(candidate.descriptors.astype(np.float32) - descriptor, axis=1))
+        agree += int(distance[closest] <= 0.5)
+    assert total > 50
+    return agree / total

@@ -204,16 +204,15 @@ def match_descriptors(
     if len(query) < 1 or len(reference) < 2:
         return empty
     if query.method == "sift":
-        matcher = cv2.BFMatcher(cv2.NORM_L2)
-        pairs = matcher.knnMatch(_root_sift(query.descriptors), _root_sift(reference.descriptors), k=2)
+        good = _sift_ratio_matches(_root_sift(query.descriptors), _root_sift(reference.descriptors), ratio)
     else:
         matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
         pairs = matcher.knnMatch(query.descriptors, reference.descriptors, k=2)
-    good = [
-        (p[0].distance, p[0].queryIdx, p[0].trainIdx)
-        for p in pairs
-        if len(p) == 2 and p[0].distance < ratio * p[1].distance
-    ]
+        good = [
+            (p[0].distance, p[0].queryIdx, p[0].trainIdx)
+            for p in pairs
+            if len(p) == 2 and p[0].distance < ratio * p[1].distance
+        ]
     if not good:
         return empty
     arr = np.array(good, dtype=np.float64)
@@ -221,6 +220,24 @@ def match_descriptors(
     _, first = np.unique(arr[:, 2], return_index=True)  # best match per reference point
     arr = arr[np.sort(first)]
     return arr[:, 1].astype(np.int64), arr[:, 2].astype(np.int64)
+
+
+def _sift_ratio_matches(query: np.ndarray, reference: np.ndarray, ratio: float) -> list[tuple[float, int, int]]:
+    """Ratio-test matches of unit-norm descriptors as (distance, query index, reference index).
+
+    One matrix product instead of a brute-force matcher: for unit vectors the squared L2
+    distance is ``2 - 2 * dot``, so the two nearest neighbours are the two largest dots.
+    """
+    # torch rather than numpy: numpy's BLAS threads would spin beside torch's own pool
+    # (the embedder's), slowing both; torch reuses the pool the forward pass already owns.
+    import torch
+
+    similarity = torch.from_numpy(query) @ torch.from_numpy(reference).T
+    pair, top2 = torch.topk(similarity, 2, dim=1)
+    distance = torch.sqrt(torch.clamp(2.0 - 2.0 * pair, min=0.0)).numpy()
+    top2 = top2.numpy()
+    keep = np.flatnonzero(distance[:, 0] < ratio * distance[:, 1])
+    return list(zip(distance[keep, 0].tolist(), keep.tolist(), top2[keep, 0].tolist()))
 
 
 def _root_sift(desc: np.ndarray) -> np.ndarray:
