@@ -65,6 +65,7 @@ class Engine:
         #: geometric verification of the best candidates, and the PDQ near-exact path
         self.verify = True
         self.use_pdq = True
+        self._loaded_generation = store.generation()
 
     # -- opening -----------------------------------------------------------------------
     @classmethod
@@ -89,9 +90,12 @@ class Engine:
         return cls(store, model)
 
     @classmethod
-    def open(cls, directory: str | os.PathLike, embedder: Embedder | None = None) -> "Engine":
+    def open(cls, directory: str | os.PathLike, embedder: Embedder | None = None, *, read_only: bool = False) -> "Engine":
         """Open the index at ``directory``; its embedder is rebuilt from the manifest unless given.
 
+        ``read_only`` memory-maps the vector index (query processes: fast start, shared page
+        cache) and refuses every change with :class:`~provenance.errors.ReadOnlyIndexError`;
+        such an engine picks up other processes' saves before its next query.
         Raises :class:`~provenance.errors.IncompatibleIndexError` when ``embedder`` differs
         from the one the index was built with.
         """
@@ -102,7 +106,7 @@ class Engine:
             stored = manifest.embedder
             embedder = create_embedder(stored["name"], **stored.get("options", {}))
         check_embedder(Path(directory), manifest, embedder.describe())
-        return cls(IndexStore.open(directory, embedder.describe()), embedder)
+        return cls(IndexStore.open(directory, embedder.describe(), read_only=read_only), embedder)
 
     @classmethod
     def open_or_create(cls, directory: str | os.PathLike, embedder: str | Embedder = DEFAULT_EMBEDDER, **kwargs: Any) -> "Engine":
@@ -139,6 +143,7 @@ class Engine:
 
     def set_thresholds(self, thresholds: dict[str, float], **calibration: Any) -> None:
         """Store calibrated thresholds (``similar``, ``copy``) in the manifest."""
+        self._store.check_writable()
         with self._write_lock:
             self._store.manifest.thresholds = {**thresholds, **{f"calibration_{k}": v for k, v in calibration.items()}}
             self._store.manifest.thresholds["calibrated_at"] = time.time()
@@ -154,6 +159,7 @@ class Engine:
             source_url: str | None = None, collection: str | None = None, extra: dict[str, Any] | None = None,
             save: bool = True) -> int:
         """Embed and index one reference image; returns its reference id."""
+        self._store.check_writable()
         loaded = load_image(image)
         name = path if path is not None else describe_source(image)
         record = SourceRecord(name, name, subject, source_url, collection, dict(extra or {}))
@@ -181,6 +187,7 @@ class Engine:
         guard, as with any spawn-based multiprocessing.
         """
         started = time.perf_counter()
+        self._store.check_writable()
         records = scan_source(source)
         with self._write_lock:
             metadata = self._store.metadata
@@ -256,7 +263,12 @@ class Engine:
 
     # -- removing ------------------------------------------------------------------------
     def remove(self, *, ref_ids: Iterable[int] = (), paths: Iterable[str] = (), subjects: Iterable[str] = ()) -> int:
-        """Remove references by id, ingested path or subject; returns how many were removed."""
+        """Remove references by id, ingested path or subject; returns how many were removed.
+
+        Removed references are unfindable from the next query on, in this process and in
+        any other that has the index open.
+        """
+        self._store.check_writable()
         metadata = self._store.metadata
         targets = {int(ref_id) for ref_id in ref_ids if metadata.get([int(ref_id)])}
         for path in paths:
@@ -270,7 +282,26 @@ class Engine:
             self._store.save()
         return len(targets)
 
+    def save(self) -> None:
+        """Commit pending changes (``add(..., save=False)``) atomically."""
+        with self._write_lock:
+            self._store.save()
+
+    def compact(self) -> None:
+        """Rewrite the approximate index's re-ranking rows without removed vectors now.
+
+        Saves do this by themselves once removed rows pass a share of the total
+        (:data:`~provenance.index.vectors.COMPACT_DEAD_FRACTION`); an exact index never needs it.
+        """
+        with self._write_lock:
+            self._store.save(force_compact=True)
+
     # -- querying ------------------------------------------------------------------------
+    def _follow_writers(self) -> None:
+        if self._store.read_only and self._store.generation() != self._loaded_generation:
+            self._store.reload_vectors()
+            self._loaded_generation = self._store.generation()
+
     def _views(self, image) -> list:
         return query_views(image, mirror=self.query_mirror, strip=self.query_strip_borders,
                            photos=self.query_photo_regions)
@@ -288,24 +319,25 @@ class Engine:
         if top_k < 1:
             raise BadInputError("top_k must be at least 1")
         started = time.perf_counter()
+        self._follow_writers()
         views = [self._views(load_image(image, target_size=QUERY_DECODE_SIZE).image) for image in images]
+        features = [QueryFeatures(image_views) for image_views in views]
         flat = [view.image for image_views in views for view in image_views]
         vectors = self.embedder.embed(flat) if flat else np.zeros((0, self.embedder.dim), np.float32)
         scores, ids = self._store.vectors.search(vectors, SEARCH_DEPTH) if flat else (None, None)
         results, row = [], 0
-        for image, image_views in zip(images, views):
+        for image, image_views, image_features in zip(images, views, features):
             rows = slice(row, row + len(image_views))
             row += len(image_views)
             query_started = time.perf_counter()
             hits = ids[rows] if self.use_regions else np.where(region_numbers(ids[rows]) == 0, ids[rows], -1)
             candidates = best_per_reference(scores[rows], reference_ids(hits), np.arange(len(image_views)))
-            result = self._judge(describe_source(image), image_views, candidates, top_k)
+            result = self._judge(describe_source(image), image_features, candidates, top_k)
             results.append(_with_seconds(result, time.perf_counter() - query_started))
         shared = (time.perf_counter() - started - sum(result.seconds for result in results)) / max(1, len(images))
         return [_with_seconds(result, result.seconds + shared) for result in results]
 
-    def _judge(self, name: str, views: list, candidates: dict[int, Candidate], top_k: int) -> QueryResult:
-        features = QueryFeatures(views)
+    def _judge(self, name: str, features: QueryFeatures, candidates: dict[int, Candidate], top_k: int) -> QueryResult:
         if self.use_pdq:
             for distance, ref_id in zip(*self._store.search_pdq(features.pdq_variants())):
                 candidates.setdefault(int(ref_id), Candidate(int(ref_id))).pdq_distance = int(distance)

@@ -54,3 +54,7 @@ class EmbedderUnavailableError(ProvenanceError):
     """An embedder cannot be built here (missing weights or packages)."""
 
     exit_code = 5
+
+
+class ReadOnlyIndexError(IndexStoreError):
+    """A change was asked of an index opened read-only (memory-mapped)."""

@@ -1,43 +1,128 @@
 """End-to-end query latency (decode, views, embedding, search, PDQ, verification).
 
 Usage: python scripts/bench_query.py --index DIR [--bench ../shared/bench] [--n 120] [--batch 16]
-Queries are the eval's seeded transformed copies plus negatives; prints p50/p95 for single
-queries and the per-image time of query_batch. Asserts nothing about time.
+                                     [--recall] [--memory]
+
+Queries are the eval's seeded transformed copies plus negatives, half each. Prints p50/p95
+for single queries and the per-image time of query_batch; with ``--recall``, recall@10 of
+the index's search against exhaustive search on the queries' real view embeddings; with
+``--memory``, resident memory per reference of a fresh read-only (memory-mapped) query
+process, and the index's size on disk. For an index padded by scripts/pad_index.py,
+distractor references lend a real reference's keypoints, so that verifying one costs
+what verifying a real one does. Asserts nothing about time.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
+
+import numpy as np
+
+SYNTHETIC_COLLECTION = "synthetic-distractor"
+
+
+def bench_images(bench: str, n: int, seed: int) -> tuple[list, int]:
+    from provenance.evaluation.queries import build_query, plan_queries, read_rows, resolve_families
+
+    refs = read_rows(f"{bench}/refs.csv")
+    negatives = read_rows(f"{bench}/negatives.csv", ("path", "kind"))
+    specs = plan_queries(len(refs), negatives, resolve_families(None), seed, per_family=4)
+    rng = np.random.default_rng(seed)
+    positives = [spec for spec in specs if spec.positive]
+    negative_specs = [spec for spec in specs if not spec.positive]
+    half = n // 2
+    picked = [positives[i] for i in rng.permutation(len(positives))[:half]]
+    picked += [negative_specs[i] for i in rng.permutation(len(negative_specs))[: n - half]]
+    return [build_query(spec, refs, negatives, seed) for spec in picked], sum(spec.positive for spec in picked)
+
+
+def lend_keypoints(engine) -> int:
+    """Let synthetic distractors borrow real references' keypoints; returns how many are synthetic."""
+    store = engine._store  # benchmark fixture: reaches into the store on purpose
+    synthetic = store.metadata.ids_where("collection", SYNTHETIC_COLLECTION)
+    if not synthetic:
+        return 0
+    first = min(synthetic)
+    original = store.load_keypoints
+    store.load_keypoints = lambda ref_id: original(ref_id if ref_id < first else ref_id % first)
+    return len(synthetic)
+
+
+def rss() -> dict[str, int]:
+    """VmRSS, RssAnon and RssFile of this process, in bytes."""
+    fields = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile"):
+            fields[key] = int(value.split()[0]) * 1024
+    return fields
+
+
+def memory_probe(index: str, bench: str, seed: int) -> None:
+    """Run in a fresh process: resident memory before and after opening the index read-only."""
+    from PIL import Image
+
+    from provenance import Engine
+    from provenance.embedders import create_embedder
+    from provenance.index.manifest import read_manifest
+    from provenance.verify.keypoints import extract_keypoints_with_mirror
+
+    images, _ = bench_images(bench, 40, seed)
+    stored = read_manifest(Path(index)).embedder
+    embedder = create_embedder(stored["name"], **stored.get("options", {}))
+    embedder.embed([Image.new("RGB", (300, 300), "gray")] * 8)  # model and activations in memory
+    extract_keypoints_with_mirror(images[0])
+    before = rss()
+    engine = Engine.open(index, embedder=embedder, read_only=True)
+    lend_keypoints(engine)
+    for image in images:
+        engine.query(image)
+    after = rss()
+    print(json.dumps({"before": before, "after": after, "references": engine.info().references}))
+
+
+def recall_at_10(engine, images: list) -> tuple[float, float]:
+    """(recall@10, top-1 agreement) of the index's search against exhaustive search."""
+    from provenance.engine import QUERY_DECODE_SIZE
+    from provenance.imageio import load_image
+
+    views = [view.image for image in images for view in engine._views(load_image(image, target_size=QUERY_DECODE_SIZE).image)]
+    queries = engine.embedder.embed(views)
+    vectors = engine._store.vectors
+    _, approximate = vectors.search(queries, 10)
+    _, exact = vectors.exact_search(queries, 10)
+    recall = [len(set(a[a >= 0]) & set(e[e >= 0])) / max(1, (e >= 0).sum()) for a, e in zip(approximate, exact)]
+    return float(np.mean(recall)), float(np.mean(approximate[:, 0] == exact[:, 0]))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--index", required=True)
     parser.add_argument("--bench", default="../shared/bench")
     parser.add_argument("--n", type=int, default=120)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--recall", action="store_true", help="recall@10 against exhaustive search")
+    parser.add_argument("--memory", action="store_true", help="resident memory per reference, size on disk")
+    parser.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-
-    import numpy as np
+    if args.memory_probe:
+        memory_probe(args.index, args.bench, args.seed)
+        return
 
     from provenance import Engine
-    from provenance.evaluation.queries import build_query, plan_queries, read_rows, resolve_families
 
-    refs = read_rows(f"{args.bench}/refs.csv")
-    negatives = read_rows(f"{args.bench}/negatives.csv", ("path", "kind"))
-    specs = plan_queries(len(refs), negatives, resolve_families(None), args.seed, per_family=4)
-    rng = np.random.default_rng(args.seed)
-    positives = [spec for spec in specs if spec.positive]
-    negative_specs = [spec for spec in specs if not spec.positive]
-    half = args.n // 2
-    picked = [positives[i] for i in rng.permutation(len(positives))[:half]]
-    picked += [negative_specs[i] for i in rng.permutation(len(negative_specs))[: args.n - half]]
-    images = [build_query(spec, refs, negatives, args.seed) for spec in picked]
-
-    engine = Engine.open(args.index)
+    images, positives = bench_images(args.bench, args.n, args.seed)
+    engine = Engine.open(args.index, read_only=True)
+    synthetic = lend_keypoints(engine)
+    info = engine.info()
     engine.query(images[0])  # load the model and the PDQ index before timing
     single = []
     for image in images:
@@ -49,11 +134,30 @@ def main() -> None:
         engine.query_batch(images[start : start + args.batch])
     batched = (time.perf_counter() - started) / len(images)
     single_ms = np.array(single) * 1000
-    print(f"index       {args.index}: {engine.info().references} references")
-    print(f"queries     {len(images)} ({sum(s.positive for s in picked)} transformed copies, rest negatives)")
+    print(f"index       {args.index}: {info.references} references ({synthetic} synthetic), {info.vectors} vectors, "
+          f"{info.vector_index.get('type')} {info.vector_index.get('factory', '')}")
+    print(f"queries     {len(images)} ({positives} transformed copies, rest negatives)")
     print(f"single      p50 {np.percentile(single_ms, 50):.0f} ms, p95 {np.percentile(single_ms, 95):.0f} ms, "
           f"mean {statistics.fmean(single_ms):.0f} ms")
     print(f"batch {args.batch:<4}  {batched * 1000:.0f} ms per image ({statistics.fmean(single) / batched:.2f}x single)")
+    if args.recall:
+        recall, top1 = recall_at_10(engine, images)
+        print(f"recall@10   {recall:.4f} against exhaustive search (top-1 agreement {top1:.4f})")
+    if args.memory:
+        report_memory(args, info)
+
+
+def report_memory(args, info) -> None:
+    command = [sys.executable, __file__, "--index", args.index, "--bench", args.bench, "--seed", str(args.seed), "--memory-probe"]
+    probe = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+    before, after, count = probe["before"], probe["after"], probe["references"]
+    per_ref = {key: (after[key] - before[key]) / count for key in after}
+    files = {path.name: path.stat().st_size for path in Path(args.index).iterdir() if path.is_file()}
+    keypoints_note = "metadata.sqlite holds the keypoints"
+    print(f"memory      read-only process after 40 queries: +{(after['VmRSS'] - before['VmRSS']) / 2**20:.0f} MiB "
+          f"= {per_ref['VmRSS']:.0f} B/reference (anonymous {per_ref['RssAnon']:.0f}, file-backed {per_ref['RssFile']:.0f})")
+    print(f"disk        {sum(files.values()) / 2**20:.0f} MiB = {sum(files.values()) / count:.0f} B/reference "
+          f"({keypoints_note}); " + ", ".join(f"{name} {size / 2**20:.0f} MiB" for name, size in sorted(files.items())))
 
 
 if __name__ == "__main__":

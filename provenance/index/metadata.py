@@ -86,11 +86,20 @@ class MetadataStore:
             return max(int(row[0]), stored)
 
     def insert(self, reference: Reference) -> None:
-        values = [getattr(reference, column) for column in _COLUMNS]
-        values[-1] = json.dumps(reference.extra, sort_keys=True, default=str)
+        self.insert_many([reference])
+
+    def insert_many(self, references: Iterable[Reference]) -> None:
+        """Insert reference rows (pending until the next commit)."""
+        rows = []
+        for reference in references:
+            values = [getattr(reference, column) for column in _COLUMNS]
+            values[-1] = json.dumps(reference.extra, sort_keys=True, default=str)
+            rows.append(values)
+        if not rows:
+            return
         with self._lock:
-            self._connection.execute(f"INSERT INTO refs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})", values)
-            self.set_state("next_id", str(reference.id + 1))
+            self._connection.executemany(f"INSERT INTO refs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})", rows)
+            self.set_state("next_id", str(max(int(row[0]) for row in rows) + 1))
 
     def put_blob(self, ref_id: int, kind: str, data: bytes) -> None:
         with self._lock:

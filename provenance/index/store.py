@@ -7,6 +7,13 @@ Commit protocol (a crash at any point leaves the last committed index usable):
 3. the manifest is replaced atomically (counts, times) and stale FAISS files deleted.
 Opening reads the FAISS file named in SQLite, so a save cut short before step 2 is
 invisible: the old rows and the old FAISS file are still paired.
+
+An approximate index also has append-only re-ranking rows (``rerank-*.f16`` / ``.ids``);
+SQLite records their file stem and committed row count in the same transaction, and
+rows past that count are ignored by readers and cut off by the next writer.
+
+Indexes opened ``read_only`` are memory-mapped (FAISS ``IO_FLAG_MMAP_IFC``) and refuse
+every change, so that query processes share the page cache and start at once.
 """
 
 from __future__ import annotations
@@ -17,9 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import CorruptIndexError, IndexExistsError
+from ..errors import CorruptIndexError, IndexExistsError, ReadOnlyIndexError
 from .manifest import MANIFEST_NAME, Manifest, check_embedder, read_manifest, write_manifest
 from .metadata import MetadataStore
+from .approximate import RerankRows
 from .vectors import VectorIndex
 
 KEYPOINTS_BLOB = "sift"
@@ -28,13 +36,17 @@ PDQ_BLOB = "pdq"  # 32 hash bytes + 1 quality byte
 METADATA_NAME = "metadata.sqlite"
 ERRORS_NAME = "errors.jsonl"
 _FAISS_STATE_KEY = "faiss_file"
+_RERANK_STEM_KEY = "rerank_stem"
+_RERANK_ROWS_KEY = "rerank_rows"
 
 
 class IndexStore:
     """The files of one index directory, opened for reading and writing."""
 
-    def __init__(self, directory: Path, manifest: Manifest, metadata: MetadataStore, vectors: VectorIndex):
+    def __init__(self, directory: Path, manifest: Manifest, metadata: MetadataStore, vectors: VectorIndex,
+                 read_only: bool = False):
         self.directory = directory
+        self.read_only = read_only
         self.manifest = manifest
         self.metadata = metadata
         self.vectors = vectors
@@ -45,6 +57,7 @@ class IndexStore:
     # -- verification data ---------------------------------------------------------------
     def put_blobs(self, ref_id: int, blobs: dict[str, bytes]) -> None:
         """Store a reference's verification data (pending until the next save)."""
+        self.check_writable()
         for kind, data in blobs.items():
             self.metadata.put_blob(ref_id, kind, data)
         if PDQ_BLOB in blobs and self._pdq is not None:
@@ -79,10 +92,16 @@ class IndexStore:
 
     def remove_references(self, ref_ids: list[int]) -> None:
         """Drop references from the vectors, the metadata and the PDQ index (pending until save)."""
+        self.check_writable()
         self.vectors.remove_references(ref_ids)
         self.metadata.delete(ref_ids)
         if self._pdq is not None:
             self._pdq.remove(ref_ids)
+
+    def check_writable(self) -> None:
+        """Raise :class:`~provenance.errors.ReadOnlyIndexError` unless opened for writing."""
+        if self.read_only:
+            raise ReadOnlyIndexError(f"index at {self.directory} was opened read-only; open it for writing to change it")
 
     @classmethod
     def create(cls, directory: str | os.PathLike, embedder_description: dict[str, Any], overwrite: bool = False,
@@ -104,7 +123,8 @@ class IndexStore:
         return store
 
     @classmethod
-    def open(cls, directory: str | os.PathLike, embedder_description: dict[str, Any] | None = None) -> "IndexStore":
+    def open(cls, directory: str | os.PathLike, embedder_description: dict[str, Any] | None = None,
+             read_only: bool = False) -> "IndexStore":
         """Open an existing index, refusing a mismatched embedder when one is given."""
         directory = Path(directory)
         manifest = read_manifest(directory)
@@ -114,13 +134,35 @@ class IndexStore:
         if not metadata_path.is_file():
             raise CorruptIndexError(f"index at {directory} has no {METADATA_NAME}")
         metadata = MetadataStore(metadata_path)
+        store = cls(directory, manifest, metadata, cls._load_vectors(directory, manifest, metadata, read_only), read_only)
+        store._check_consistency()
+        return store
+
+    @staticmethod
+    def _load_vectors(directory: Path, manifest: Manifest, metadata: MetadataStore, read_only: bool) -> VectorIndex:
         faiss_name = metadata.get_state(_FAISS_STATE_KEY)
         if faiss_name is None:
             raise CorruptIndexError(f"index at {directory} names no vector file")
-        vectors = VectorIndex.load(directory / faiss_name, int(manifest.embedder["dim"]))
-        store = cls(directory, manifest, metadata, vectors)
-        store._check_consistency()
-        return store
+        dim = int(manifest.embedder["dim"])
+        stem = metadata.get_state(_RERANK_STEM_KEY)
+        rerank = None
+        if stem:
+            rows = int(metadata.get_state(_RERANK_ROWS_KEY, "0"))
+            rerank = RerankRows(directory, stem, dim, rows, writable=not read_only)
+        params = {key: value for key, value in manifest.vector_index.items() if key not in ("type", "metric", "dim", "approximate_from_vectors")}
+        return VectorIndex.load(directory / faiss_name, dim, rerank=rerank, params=params, read_only=read_only)
+
+    def generation(self) -> int:
+        """The committed save generation (readers compare it to notice writers' saves)."""
+        return int(self.metadata.get_state("generation", "0"))
+
+    def reload_vectors(self) -> None:
+        """Re-read the committed vector index (a read-only process following a writer)."""
+        with self._save_lock:
+            self.manifest = read_manifest(self.directory)
+            self.vectors = self._load_vectors(self.directory, self.manifest, self.metadata, self.read_only)
+            with self._pdq_lock:
+                self._pdq = None
 
     def _check_consistency(self) -> None:
         recorded = self.metadata.get_state("vector_count")
@@ -129,17 +171,26 @@ class IndexStore:
                 f"index at {self.directory}: vector file holds {self.vectors.ntotal} vectors, metadata expects {recorded}"
             )
 
-    def save(self) -> None:
-        """Persist pending changes atomically (see the module docstring)."""
+    def save(self, force_compact: bool = False) -> None:
+        """Persist pending changes atomically (see the module docstring).
+
+        The vector index type is re-decided first (exact / approximate, re-training,
+        compaction; see :mod:`.vectors`).
+        """
+        self.check_writable()
         with self._save_lock:
             generation = int(self.metadata.get_state("generation", "0")) + 1
+            self.vectors = self.vectors.maintained(self.directory, f"rerank-{generation:06d}", force_compact)
             faiss_name = f"vectors-{generation:06d}.faiss"
             temporary = self.directory / f".{faiss_name}.tmp"
             self.vectors.save(temporary)
             with open(temporary, "rb") as handle:
                 os.fsync(handle.fileno())
             os.replace(temporary, self.directory / faiss_name)
+            rerank = self.vectors.rerank
             self.metadata.set_state(_FAISS_STATE_KEY, faiss_name)
+            self.metadata.set_state(_RERANK_STEM_KEY, rerank.stem if rerank is not None else "")
+            self.metadata.set_state(_RERANK_ROWS_KEY, str(rerank.rows if rerank is not None else 0))
             self.metadata.set_state("generation", str(generation))
             self.metadata.set_state("vector_count", str(self.vectors.ntotal))
             self.metadata.commit()
@@ -148,11 +199,14 @@ class IndexStore:
             self.manifest.vector_count = self.vectors.ntotal
             self.manifest.vector_index = self.vectors.describe()
             write_manifest(self.directory, self.manifest)
-            self._delete_stale_vector_files(faiss_name)
+            self._delete_stale_files(faiss_name, rerank.stem if rerank is not None else None)
 
-    def _delete_stale_vector_files(self, current: str) -> None:
+    def _delete_stale_files(self, current: str, rerank_stem: str | None) -> None:
         for path in self.directory.glob("vectors-*.faiss"):
             if path.name != current:
+                path.unlink(missing_ok=True)
+        for path in list(self.directory.glob("rerank-*.f16")) + list(self.directory.glob("rerank-*.ids")):
+            if path.stem != rerank_stem:
                 path.unlink(missing_ok=True)
 
     def write_manifest_now(self) -> None:
@@ -173,8 +227,9 @@ class IndexStore:
 def _remove_index_files(directory: Path) -> None:
     for name in (MANIFEST_NAME, METADATA_NAME, f"{METADATA_NAME}-wal", f"{METADATA_NAME}-shm", ERRORS_NAME):
         (directory / name).unlink(missing_ok=True)
-    for path in directory.glob("vectors-*.faiss"):
-        path.unlink(missing_ok=True)
+    for pattern in ("vectors-*.faiss", "rerank-*.f16", "rerank-*.ids"):
+        for path in directory.glob(pattern):
+            path.unlink(missing_ok=True)
 
 
 __all__ = ["IndexStore", "METADATA_NAME", "ERRORS_NAME"]

@@ -1,20 +1,41 @@
-"""FAISS vector storage over int64 ids.
+"""FAISS vector storage over int64 ids, exact or approximate by collection size.
 
 Each reference may own several vectors (whole image, regions). A vector id packs the
 reference id and the region number: ``ref_id << REGION_BITS | region``, so FAISS keeps
 only int64 ids and no side table is needed to map a hit back to its reference.
+
+Index choice (recorded in the manifest's ``vector_index``), decided at every save:
+
+* below :data:`APPROXIMATE_FROM_VECTORS` vectors: exact inner-product search (flat);
+* from there on: IVF-PQ trained on the collection's own vectors, with exact re-ranking
+  from float16 copies on disk (:mod:`.approximate`);
+* the IVF-PQ index is re-trained when the collection has grown :data:`RETRAIN_GROWTH`
+  times past the size it was trained on, and goes back to exact search when removals
+  shrink it below half the switch size;
+* removed vectors leave float16 rows behind; once they are :data:`COMPACT_DEAD_FRACTION`
+  of the rows, the rows are rewritten without them (also on demand: ``compact``).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import CorruptIndexError
+from ..errors import CorruptIndexError, ReadOnlyIndexError
+from . import approximate
 
 REGION_BITS = 4
+#: Collections of at least this many vectors (3 per reference) get an approximate index.
+APPROXIMATE_FROM_VECTORS = 100_000
+#: Re-train the approximate index once the collection is this many times its training size.
+RETRAIN_GROWTH = 4.0
+#: Rewrite the re-ranking rows once removed vectors make up this share of them.
+COMPACT_DEAD_FRACTION = 0.25
+EXACT = "flat-ip"
+APPROXIMATE = "ivf-pq"
 MAX_REGIONS = 1 << REGION_BITS
 
 
@@ -39,14 +60,27 @@ def region_numbers(ids: np.ndarray) -> np.ndarray:
 
 
 class VectorIndex:
-    """Exact inner-product search over unit vectors, with add/remove by id."""
+    """Inner-product search over unit vectors with add/remove by id (see the module docstring).
 
-    def __init__(self, dim: int, index=None):
+    ``read_only`` indexes are memory-mapped and refuse every change: FAISS aborts the
+    process (SIGABRT) when asked to add to a memory-mapped index, so the check must
+    happen here.
+    """
+
+    def __init__(self, dim: int, index=None, *, rerank: "approximate.RerankRows | None" = None,
+                 params: dict | None = None, read_only: bool = False):
         import faiss
 
         self.dim = dim
         self._index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self.rerank = rerank
+        self.params = dict(params or {})
+        self.read_only = read_only
         self._lock = threading.RLock()
+
+    @property
+    def kind(self) -> str:
+        return EXACT if self.rerank is None else APPROXIMATE
 
     @property
     def ntotal(self) -> int:
@@ -54,14 +88,25 @@ class VectorIndex:
 
     def describe(self) -> dict:
         """Type and parameters for the manifest."""
-        return {"type": "flat-ip", "metric": "inner_product", "dim": self.dim}
+        base = {"type": self.kind, "metric": "inner_product", "dim": self.dim,
+                "approximate_from_vectors": APPROXIMATE_FROM_VECTORS}
+        return {**base, **self.params}
+
+    def check_writable(self) -> None:
+        if self.read_only:
+            raise ReadOnlyIndexError("this index was opened read-only (memory-mapped); open it for writing to change it")
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
             raise ValueError(f"expected vectors of shape (n, {self.dim}), got {vectors.shape}")
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        self.check_writable()
         with self._lock:
-            self._index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
+            if self.rerank is not None:
+                order = np.argsort(ids, kind="stable")
+                self.rerank.append(ids[order], vectors[order])
+            self._index.add_with_ids(vectors, ids)
 
     def remove_references(self, ref_ids: list[int]) -> int:
         """Remove every vector of the given references; returns how many were removed."""
@@ -69,6 +114,7 @@ class VectorIndex:
 
         if not ref_ids:
             return 0
+        self.check_writable()
         every_region = np.arange(MAX_REGIONS, dtype=np.int64)
         ids = (np.asarray(ref_ids, dtype=np.int64)[:, None] << REGION_BITS | every_region[None, :]).ravel()
         with self._lock:
@@ -79,22 +125,115 @@ class VectorIndex:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         k = max(1, min(k, max(1, self.ntotal)))
         with self._lock:
-            return self._index.search(queries, k)
+            if self.rerank is None:
+                return self._index.search(queries, k)
+            return approximate.search_and_rerank(
+                self._index, self.rerank, queries, k, int(self.params["nprobe"]), int(self.params["rerank_depth"]))
+
+    def exact_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exhaustive top-``k`` over the stored vectors (the reference for recall figures)."""
+        if self.rerank is None:
+            return self.search(queries, k)
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        best_scores = np.full((len(queries), k), -np.inf, np.float32)
+        best_ids = np.full((len(queries), k), -1, np.int64)
+        for ids, vectors in self.rerank.chunks(keep=approximate.live_ids(self._index)):
+            scores = queries @ vectors.T
+            merged_scores = np.concatenate([best_scores, scores], axis=1)
+            merged_ids = np.concatenate([best_ids, np.broadcast_to(ids, scores.shape)], axis=1)
+            order = np.argsort(-merged_scores, axis=1, kind="stable")[:, :k]
+            best_scores = np.take_along_axis(merged_scores, order, axis=1)
+            best_ids = np.take_along_axis(merged_ids, order, axis=1)
+        return best_scores, best_ids
 
     def save(self, path: Path) -> None:
         import faiss
 
+        self.check_writable()
         with self._lock:
             faiss.write_index(self._index, str(path))
+            if self.rerank is not None:
+                self.rerank.flush()
 
     @classmethod
-    def load(cls, path: Path, dim: int) -> "VectorIndex":
+    def load(cls, path: Path, dim: int, *, rerank: "approximate.RerankRows | None" = None,
+             params: dict | None = None, read_only: bool = False) -> "VectorIndex":
         import faiss
 
         try:
-            index = faiss.read_index(str(path))
+            index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC if read_only else 0)
         except Exception as exc:
             raise CorruptIndexError(f"cannot read vector index {path}: {exc}") from None
         if index.d != dim:
             raise CorruptIndexError(f"vector index {path} has dimension {index.d}, expected {dim}")
-        return cls(dim, index)
+        return cls(dim, index, rerank=rerank, params=params, read_only=read_only)
+
+    # -- choosing and maintaining the index type ------------------------------------------
+    def maintained(self, directory: Path, stem: str, force_compact: bool = False) -> "VectorIndex":
+        """This index, or its replacement when size, growth or removals call for one.
+
+        A replacement writes its re-ranking rows to new files named ``stem``; the caller
+        commits them and then deletes the old ones.
+        """
+        self.check_writable()
+        with self._lock:
+            count = self.ntotal
+            if self.rerank is None:
+                if count < APPROXIMATE_FROM_VECTORS:
+                    return self
+                ids, vectors = self.contents()
+                return build_approximate(self.dim, directory, stem, [(ids, vectors)], count)
+            trained_on = int(self.params.get("trained_on", count))
+            live = approximate.live_ids(self._index)
+            if count < APPROXIMATE_FROM_VECTORS // 2:
+                return _exact_from(self.dim, self.rerank.chunks(keep=live))
+            if count >= RETRAIN_GROWTH * trained_on:
+                return build_approximate(self.dim, directory, stem, self.rerank.chunks(keep=live), count)
+            dead = self.rerank.rows - count
+            if dead and (force_compact or dead >= COMPACT_DEAD_FRACTION * self.rerank.rows):
+                rows = approximate.RerankRows(directory, stem, self.dim, 0, writable=True)
+                for ids, vectors in self.rerank.chunks(keep=live):
+                    rows.append(ids, vectors)
+                return VectorIndex(self.dim, self._index, rerank=rows, params=self.params)
+            return self
+
+    def contents(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every stored ``(id, vector)``, by ascending id (exact indexes only)."""
+        import faiss
+
+        if self.rerank is not None:
+            raise ValueError("an approximate index keeps only codes; read its re-ranking rows instead")
+
+        ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
+        vectors = self._index.index.reconstruct_n(0, self.ntotal) if self.ntotal else np.zeros((0, self.dim), np.float32)
+        order = np.argsort(ids, kind="stable")
+        return ids[order], vectors[order]
+
+
+def _exact_from(dim: int, chunks) -> VectorIndex:
+    index = VectorIndex(dim)
+    for ids, vectors in chunks:
+        index.add(ids, vectors)
+    return index
+
+
+def build_approximate(dim: int, directory: Path, stem: str, chunks, count: int) -> VectorIndex:
+    """An approximate index over ``chunks`` of ``(ascending ids, vectors)``.
+
+    The vectors are copied into new re-ranking rows ``stem`` in ``directory``, IVF-PQ is
+    trained on a sample of them, and all are added. ``count`` is recorded as the training size.
+    """
+    rows = approximate.RerankRows(directory, stem, dim, 0, writable=True)
+    for ids, vectors in chunks:
+        rows.append(ids, vectors)
+    nlist = approximate.lists_for(rows.rows)
+    training = rows.sample(nlist * approximate.TRAINING_PER_LIST)
+    started = time.perf_counter()
+    index = approximate.new_ivf_pq(dim, training, nlist)
+    for ids, vectors in rows.chunks():
+        index.add_with_ids(np.ascontiguousarray(vectors), ids)
+    params = {"factory": approximate.factory_string(index), "nlist": nlist, "nprobe": approximate.probes_for(nlist),
+              "rerank_depth": approximate.DEFAULT_RERANK_DEPTH, "rerank": "float16", "trained_on": count,
+              "training_vectors": len(training), "trained_at": time.time(),
+              "build_seconds": round(time.perf_counter() - started, 1)}
+    return VectorIndex(dim, index, rerank=rows, params=params)

@@ -1,0 +1,119 @@
+"""Index types by size: the automatic switch, approximate search against brute force,
+re-ranking rows, compaction, re-training and read-only (memory-mapped) opening."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from provenance.errors import ReadOnlyIndexError
+from provenance.index import vectors as vector_module
+from provenance.index.approximate import RerankRows, lists_for
+from provenance.index.vectors import APPROXIMATE, APPROXIMATE_FROM_VECTORS, EXACT, VectorIndex, build_approximate
+
+
+def clustered(count: int, dim: int, seed: int = 0) -> np.ndarray:
+    """Unit vectors around 200 centres: neighbours are close, as with real embeddings."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((200, dim))
+    points = centres[rng.integers(0, 200, count)] + 0.5 * rng.standard_normal((count, dim))
+    return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
+
+
+def ids_for(count: int, start: int = 0) -> np.ndarray:
+    return (np.arange(start, start + count, dtype=np.int64) << 4) | 0
+
+
+def brute_force(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    return ids[np.argsort(-(queries @ vectors.T), axis=1, kind="stable")[:, :k]]
+
+
+def test_choice_switches_at_the_documented_size(tmp_path):
+    dim = 8
+    data = clustered(APPROXIMATE_FROM_VECTORS, dim)
+    index = VectorIndex(dim)
+    index.add(ids_for(APPROXIMATE_FROM_VECTORS - 1), data[:-1])
+    assert index.maintained(tmp_path, "rerank-a") is index and index.kind == EXACT
+    index.add(ids_for(1, APPROXIMATE_FROM_VECTORS - 1), data[-1:])
+    switched = index.maintained(tmp_path, "rerank-b")
+    assert switched.kind == APPROXIMATE and switched.ntotal == APPROXIMATE_FROM_VECTORS
+    description = switched.describe()
+    assert description["type"] == "ivf-pq" and description["trained_on"] == APPROXIMATE_FROM_VECTORS
+    assert description["nlist"] == lists_for(APPROXIMATE_FROM_VECTORS)
+    assert description["approximate_from_vectors"] == APPROXIMATE_FROM_VECTORS
+
+
+def test_approximate_search_agrees_with_brute_force(tmp_path):
+    dim, count = 32, 8000
+    data, ids = clustered(count, dim), ids_for(count)
+    index = build_approximate(dim, tmp_path, "rerank-x", [(ids, data)], count)
+    rng = np.random.default_rng(1)
+    queries = data[rng.choice(count, 200, replace=False)] + 0.03 * rng.standard_normal((200, dim)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    scores, found = index.search(queries, 10)
+    truth = brute_force(data, ids, queries, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)])
+    # edited copies of stored vectors; bench_query --recall measures real query embeddings
+    assert recall >= 0.99
+    assert np.mean(found[:, 0] == truth[:, 0]) >= 0.995
+    # re-ranked scores are exact cosines (float16 copies), best first
+    expected = np.einsum("qkd,qd->qk", data[np.searchsorted(ids, found)], queries)
+    np.testing.assert_allclose(scores, expected, atol=2e-3)
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)
+    _, exhaustive = index.exact_search(queries, 10)
+    assert np.mean(exhaustive[:, 0] == truth[:, 0]) >= 0.995
+
+
+def test_removal_compaction_and_regrowth(tmp_path, monkeypatch):
+    dim, count = 16, 6000
+    monkeypatch.setattr(vector_module, "APPROXIMATE_FROM_VECTORS", 4000)
+    data, ids = clustered(count, dim), ids_for(count)
+    index = build_approximate(dim, tmp_path, "rerank-1", [(ids, data)], count)
+    target = data[10:11]
+    assert index.search(target, 1)[1][0, 0] == ids[10]
+    index.remove_references(list(range(0, 2000)))  # a third of the rows die
+    assert ids[10] not in index.search(target, 10)[1]
+    compacted = index.maintained(tmp_path, "rerank-2")
+    assert compacted is not index and compacted.rerank.rows == 4000 and compacted.ntotal == 4000
+    assert ids[10] not in compacted.search(target, 10)[1]
+    assert compacted.search(data[3000:3001], 1)[1][0, 0] == ids[3000]
+    # growing RETRAIN_GROWTH times past the training size re-trains
+    more = clustered(20000, dim, seed=3)
+    compacted.add(ids_for(20000, count), more)
+    retrained = compacted.maintained(tmp_path, "rerank-3")
+    assert retrained.describe()["trained_on"] == 24000 and retrained.rerank.rows == 24000
+    # shrinking below half the switch size goes back to exact search
+    retrained.remove_references(list(range(2000, count + 18500)))
+    exact = retrained.maintained(tmp_path, "rerank-4")
+    assert exact.kind == EXACT and exact.ntotal == 1500
+
+
+def test_uncommitted_rerank_rows_are_ignored_and_cut(tmp_path):
+    dim = 4
+    rows = RerankRows(tmp_path, "rerank-t", dim, 0, writable=True)
+    rows.append(ids_for(3), clustered(3, dim))
+    rows.append(ids_for(2, 3), clustered(2, dim, seed=2))  # never committed
+    reader = RerankRows(tmp_path, "rerank-t", dim, 3, writable=False)
+    assert reader.gather(ids_for(5))[1].tolist() == [True, True, True, False, False]
+    RerankRows(tmp_path, "rerank-t", dim, 3, writable=True)
+    assert rows.vector_path.stat().st_size == 3 * dim * 2
+    with pytest.raises(ValueError):
+        reader_rows = RerankRows(tmp_path, "rerank-t", dim, 3, writable=True)
+        reader_rows.append(ids_for(1), clustered(1, dim))  # ids must keep growing
+
+
+def test_read_only_index_is_memory_mapped_and_refuses_changes(tmp_path):
+    import faiss
+
+    dim, count = 16, 3000
+    data, ids = clustered(count, dim), ids_for(count)
+    index = build_approximate(dim, tmp_path, "rerank-r", [(ids, data)], count)
+    index.save(tmp_path / "vectors.faiss")
+    reader = VectorIndex.load(tmp_path / "vectors.faiss", dim, rerank=RerankRows(tmp_path, "rerank-r", dim, count, False),
+                              params=index.params, read_only=True)
+    np.testing.assert_array_equal(reader.search(data[:20], 5)[1], index.search(data[:20], 5)[1])
+    with pytest.raises(ReadOnlyIndexError):
+        reader.add(ids_for(1, count), data[:1])
+    with pytest.raises(ReadOnlyIndexError):
+        reader.remove_references([1])
+    assert isinstance(faiss.read_index(str(tmp_path / "vectors.faiss"), faiss.IO_FLAG_MMAP_IFC), faiss.Index)
