@@ -57,7 +57,7 @@ def test_approximate_search_agrees_with_brute_force(tmp_path):
     assert recall >= 0.99
     assert np.mean(found[:, 0] == truth[:, 0]) >= 0.995
     # re-ranked scores are exact cosines (float16 copies), best first
-    expected = np.einsum("qkd,qd->qk", data[np.searchsorted(ids, found)], queries)
+    expected = np.einsum("qkd,qd->qk", data[np.searchsorted(ids, found)], queries)  # found ids sit in ids
     np.testing.assert_allclose(scores, expected, atol=2e-3)
     assert np.all(np.diff(scores, axis=1) <= 1e-6)
     _, exhaustive = index.exact_search(queries, 10)
@@ -94,7 +94,7 @@ def test_uncommitted_rerank_rows_are_ignored_and_cut(tmp_path):
     rows.append(ids_for(3), clustered(3, dim))
     rows.append(ids_for(2, 3), clustered(2, dim, seed=2))  # never committed
     reader = RerankRows(tmp_path, "rerank-t", dim, 3, writable=False)
-    assert reader.gather(ids_for(5))[1].tolist() == [True, True, True, False, False]
+    assert reader.rows_of(ids_for(5))[1].tolist() == [True, True, True, False, False]
     RerankRows(tmp_path, "rerank-t", dim, 3, writable=True)
     assert rows.vector_path.stat().st_size == 3 * dim * 2
     with pytest.raises(ValueError):

@@ -7,10 +7,12 @@ the store switches to this index:
 * a FAISS ``IVF<nlist>,PQ<dim/4>x4fs`` index (product quantisation with 4-bit codes per
   4 dimensions, scanned with SIMD "fast scan"; 160 bytes for 1280-d), trained on the
   collection's own vectors, holds the codes and int64 ids and proposes candidates;
-* :class:`RerankRows`, an append-only float16 copy of every vector on disk
-  (memory-mapped, so only the rows a query touches are read), re-scores the candidates
-  exactly. Results are therefore exact cosines, and recall against exact search depends
-  only on whether the true neighbours are among the ``rerank_depth`` candidates.
+* :class:`RerankRows` re-scores the candidates: first from finer 8-bit PQ codes kept in
+  RAM (``dim / 4`` bytes per vector), then the best of those exactly, from an
+  append-only float16 copy of every vector on disk (memory-mapped: only the rows a
+  query re-scores are read; random reads cost microseconds each, so few are made).
+  Results are therefore exact cosines, and recall against exact search depends only on
+  whether the true neighbours survive the two candidate stages.
 
 Ids in :class:`RerankRows` only ever grow (reference ids are never reused), so the id file
 stays sorted and a binary search maps a FAISS id to its row. Removed vectors leave their
@@ -36,8 +38,10 @@ DIMS_PER_SUBQUANTISER = 4
 #: their neighbours are spread over many cells; on the bench, 1/8 of the lists gave
 #: recall@10 0.976 and 3/8 gave 0.99 (docs/benchmarks.md).
 PROBE_SHARE = 0.375
-#: Candidates re-scored exactly per query vector (at least; more when ``k`` is larger).
+#: Candidates proposed by the fast-scan index and re-scored from 8-bit PQ codes, per query vector.
 DEFAULT_RERANK_DEPTH = 1000
+#: Of those, the best this many are re-scored exactly from the float16 rows.
+DEFAULT_EXACT_DEPTH = 100
 #: Coarse centroids get about this many training vectors each (FAISS warns below 39).
 TRAINING_PER_LIST = 40
 _RERANK_CHUNK = 65536
@@ -55,26 +59,57 @@ def probes_for(nlist: int) -> int:
     return max(1, round(nlist * PROBE_SHARE))
 
 
-class RerankRows:
-    """Append-only float16 vectors and their sorted int64 ids, in two files.
+class _Growing:
+    """A 2-D array in RAM that grows by appending rows (capacity doubles)."""
 
-    ``<stem>.f16`` holds ``rows x dim`` float16 values and ``<stem>.ids`` the ids. Rows past
-    the committed count (a save cut short) are ignored by readers and cut off by writers.
+    def __init__(self, initial: np.ndarray):
+        self._data, self._size = initial, len(initial)
+
+    def append(self, block: np.ndarray) -> None:
+        needed = self._size + len(block)
+        if needed > len(self._data):
+            grown = np.empty((max(needed, 2 * len(self._data), 1024), *self._data.shape[1:]), self._data.dtype)
+            grown[: self._size] = self._data[: self._size]
+            self._data = grown
+        self._data[self._size : needed] = block
+        self._size = needed
+
+    @property
+    def array(self) -> np.ndarray:
+        return self._data[: self._size]
+
+
+class RerankRows:
+    """Append-only copies of every vector for re-ranking, with their ascending ids.
+
+    Files ``<stem>.f16`` (``rows x dim`` float16, memory-mapped: only the rows a query
+    re-scores are read), ``<stem>.ids`` (int64, in RAM), ``<stem>.pq`` (8-bit product
+    quantiser codes, ``dim / 4`` bytes per row, in RAM) and ``<stem>.codec`` (that
+    quantiser). Rows past the committed count (a save cut short) are ignored by readers
+    and cut off by writers.
     """
 
     def __init__(self, directory: Path, stem: str, dim: int, rows: int, writable: bool):
         self.directory, self.stem, self.dim, self.writable = Path(directory), stem, dim, writable
         self._rows = rows
         self._lock = threading.RLock()
-        self._mapped: tuple[int, np.ndarray, np.ndarray] | None = None
-        sizes = (self.vector_path.stat().st_size if self.vector_path.exists() else 0,
-                 self.id_path.stat().st_size if self.id_path.exists() else 0)
-        if sizes[0] < rows * dim * 2 or sizes[1] < rows * 8:
-            raise CorruptIndexError(f"{self.vector_path} holds fewer rows than the {rows} committed")
-        if writable:  # drop rows of a save that never reached its commit point
-            for path, width in ((self.vector_path, dim * 2), (self.id_path, 8)):
+        self._mapped: tuple[int, np.ndarray] | None = None
+        self.codec = None
+        if self.codec_path.exists():
+            import faiss
+
+            self.codec = faiss.read_ProductQuantizer(str(self.codec_path))
+        widths = {self.vector_path: dim * 2, self.id_path: 8, self.code_path: self.code_size}
+        for path, width in widths.items():
+            if (path.stat().st_size if path.exists() else 0) < rows * width:
+                raise CorruptIndexError(f"{path} holds fewer rows than the {rows} committed")
+            if writable:  # drop rows of a save that never reached its commit point
                 with open(path, "ab") as handle:
                     handle.truncate(rows * width)
+        self._ids = _Growing(np.fromfile(self.id_path, dtype=np.int64, count=rows) if rows else np.zeros(0, np.int64))
+        codes = np.fromfile(self.code_path, dtype=np.uint8, count=rows * self.code_size) if rows and self.code_size else b""
+        self._codes = _Growing(np.frombuffer(codes, np.uint8).reshape(-1, self.code_size).copy() if rows and self.code_size
+                               else np.zeros((0, self.code_size), np.uint8))
 
     @property
     def vector_path(self) -> Path:
@@ -85,8 +120,24 @@ class RerankRows:
         return self.directory / f"{self.stem}.ids"
 
     @property
+    def code_path(self) -> Path:
+        return self.directory / f"{self.stem}.pq"
+
+    @property
+    def codec_path(self) -> Path:
+        return self.directory / f"{self.stem}.codec"
+
+    @property
+    def code_size(self) -> int:
+        return int(self.codec.code_size) if self.codec is not None else 0
+
+    @property
     def rows(self) -> int:
         return self._rows
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self._ids.array
 
     def append(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Append rows; ``ids`` must be ascending and above every stored id."""
@@ -94,55 +145,77 @@ class RerankRows:
         if not len(ids):
             return
         with self._lock:
-            last = self._last_id()
-            if np.any(np.diff(ids) <= 0) or (last is not None and ids[0] <= last):
+            if np.any(np.diff(ids) <= 0) or (self._rows and ids[0] <= self._ids.array[-1]):
                 raise ValueError("rerank rows need ascending ids above every stored id")
+            vectors = np.ascontiguousarray(vectors, dtype=np.float32)
             with open(self.vector_path, "ab") as handle:
-                handle.write(np.ascontiguousarray(vectors, dtype=np.float16).tobytes())
+                handle.write(vectors.astype(np.float16).tobytes())
             with open(self.id_path, "ab") as handle:
                 handle.write(ids.tobytes())
+            self._ids.append(ids)
+            if self.codec is not None:
+                self._append_codes(vectors)
             self._rows += len(ids)
 
-    def flush(self) -> None:
-        """fsync both files (before the commit point names their row count)."""
-        for path in (self.vector_path, self.id_path):
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
+    def _append_codes(self, vectors: np.ndarray) -> None:
+        codes = self.codec.compute_codes(vectors)
+        with open(self.code_path, "ab") as handle:
+            handle.write(codes.tobytes())
+        self._codes.append(codes)
 
-    def _maps(self) -> tuple[np.ndarray, np.ndarray]:
+    def set_codec(self, codec) -> None:
+        """Use a trained ``faiss.ProductQuantizer`` and encode every stored row with it."""
+        import faiss
+
+        with self._lock:
+            self.codec = codec
+            faiss.write_ProductQuantizer(codec, str(self.codec_path))
+            self.code_path.unlink(missing_ok=True)
+            self._codes = _Growing(np.zeros((0, self.code_size), np.uint8))
+            for _, vectors in self.chunks():
+                self._append_codes(vectors)
+
+    def flush(self) -> None:
+        """fsync the files (before the commit point names their row count)."""
+        for path in (self.vector_path, self.id_path, self.code_path):
+            if path.exists():
+                with open(path, "rb") as handle:
+                    os.fsync(handle.fileno())
+
+    def _vectors(self) -> np.ndarray:
         with self._lock:
             if self._mapped is None or self._mapped[0] != self._rows:
-                if self._rows == 0:
-                    self._mapped = (0, np.zeros(0, np.int64), np.zeros((0, self.dim), np.float16))
-                else:
-                    ids = np.memmap(self.id_path, dtype=np.int64, mode="r", shape=(self._rows,))
-                    vectors = np.memmap(self.vector_path, dtype=np.float16, mode="r", shape=(self._rows, self.dim))
-                    self._mapped = (self._rows, ids, vectors)
-            return self._mapped[1], self._mapped[2]
+                vectors = (np.memmap(self.vector_path, dtype=np.float16, mode="r", shape=(self._rows, self.dim))
+                           if self._rows else np.zeros((0, self.dim), np.float16))
+                self._mapped = (self._rows, vectors)
+            return self._mapped[1]
 
-    def _last_id(self) -> int | None:
-        ids, _ = self._maps()
-        return int(ids[-1]) if len(ids) else None
+    def rows_of(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row numbers, found mask) of FAISS ids; missing ids get row 0 and False."""
+        stored = self._ids.array
+        flat = np.asarray(ids, dtype=np.int64)
+        if not len(stored):
+            return np.zeros(flat.shape, np.int64), np.zeros(flat.shape, bool)
+        rows = np.minimum(np.searchsorted(stored, flat), len(stored) - 1)
+        found = (flat >= 0) & (stored[rows] == flat)
+        return np.where(found, rows, 0), found
 
-    def gather(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(float32 vectors, found mask)`` for FAISS ids (missing ones give zero vectors)."""
-        stored_ids, vectors = self._maps()
-        flat = np.asarray(ids, dtype=np.int64).ravel()
-        rows = np.searchsorted(stored_ids, flat, side="left") if len(stored_ids) else np.zeros(len(flat), np.int64)
-        rows = np.minimum(rows, max(len(stored_ids) - 1, 0))
-        found = (flat >= 0) & (len(stored_ids) > 0)
-        if len(stored_ids):
-            found &= stored_ids[rows] == flat
-        out = np.zeros((len(flat), self.dim), np.float32)
-        if found.any():
-            wanted = rows[found]
-            order = np.argsort(wanted)  # sorted reads keep page faults sequential
-            out[np.flatnonzero(found)[order]] = vectors[wanted[order]].astype(np.float32)
-        return out.reshape(*np.shape(ids), self.dim), found.reshape(np.shape(ids))
+    def exact(self, rows: np.ndarray) -> np.ndarray:
+        """float32 vectors of ``rows`` (any shape) from the float16 file."""
+        flat = rows.ravel()
+        order = np.argsort(flat, kind="stable")  # sorted reads keep page faults sequential
+        out = np.empty((len(flat), self.dim), np.float32)
+        out[order] = self._vectors()[flat[order]]
+        return out.reshape(*rows.shape, self.dim)
+
+    def decoded(self, rows: np.ndarray) -> np.ndarray:
+        """float32 reconstructions of ``rows`` from their in-RAM PQ codes."""
+        flat = rows.ravel()
+        return self.codec.decode(np.ascontiguousarray(self._codes.array[flat])).reshape(*rows.shape, self.dim)
 
     def chunks(self, keep: np.ndarray | None = None, size: int = _RERANK_CHUNK) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``(ids, float32 vectors)`` in row order, optionally only rows whose id is in ``keep``."""
-        stored_ids, vectors = self._maps()
+        stored_ids, vectors = self._ids.array, self._vectors()
         for start in range(0, len(stored_ids), size):
             ids = np.array(stored_ids[start : start + size])
             block = np.array(vectors[start : start + size], dtype=np.float32)
@@ -154,16 +227,11 @@ class RerankRows:
 
     def sample(self, count: int, seed: int = 0) -> np.ndarray:
         """Up to ``count`` rows drawn uniformly (float32), for training."""
-        _, vectors = self._maps()
+        vectors = self._vectors()
         if len(vectors) <= count:
             return np.array(vectors, dtype=np.float32)
         rows = np.sort(np.random.default_rng(seed).choice(len(vectors), size=count, replace=False))
         return np.asarray(vectors[rows], dtype=np.float32)
-
-    def remove_files(self) -> None:
-        self._mapped = None
-        self.vector_path.unlink(missing_ok=True)
-        self.id_path.unlink(missing_ok=True)
 
 
 def new_ivf_pq(dim: int, training: np.ndarray, nlist: int | None = None):
@@ -176,6 +244,17 @@ def new_ivf_pq(dim: int, training: np.ndarray, nlist: int | None = None):
     faiss.extract_index_ivf(index).cp.niter = 12
     index.train(np.ascontiguousarray(training, dtype=np.float32))
     return index
+
+
+def new_codec(dim: int, training: np.ndarray):
+    """A trained 8-bit product quantiser (``dim / 4`` bytes) for the middle re-ranking stage."""
+    import faiss
+
+    bits = int(min(8, max(1, math.floor(math.log2(max(len(training), 2))))))  # a tiny collection has < 256 vectors
+    codec = faiss.ProductQuantizer(dim, _subquantisers(dim), bits)
+    codec.cp.niter = 12
+    codec.train(np.ascontiguousarray(training, dtype=np.float32))
+    return codec
 
 
 def _subquantisers(dim: int) -> int:
@@ -193,17 +272,32 @@ def live_ids(index) -> np.ndarray:
     return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
 
 
-def search_and_rerank(index, rerank: RerankRows, queries: np.ndarray, k: int, nprobe: int, depth: int):
-    """Top-``k`` exact inner products among the IVF-PQ index's ``max(depth, k)`` candidates."""
+def search_and_rerank(index, rerank: RerankRows, queries: np.ndarray, k: int, nprobe: int, depth: int, exact_depth: int):
+    """Top-``k`` exact inner products, in three stages per query vector.
+
+    1. the IVF-PQ fast-scan index proposes ``depth`` candidates (4-bit codes, coarse);
+    2. their 8-bit PQ codes (in RAM) re-score them and keep the best ``exact_depth``;
+    3. those are re-scored exactly from the float16 rows on disk.
+    """
     import faiss
+    import torch
 
     faiss.extract_index_ivf(index).nprobe = nprobe
     _, candidates = index.search(queries, max(depth, k))
-    vectors, found = rerank.gather(candidates)
-    scores = np.einsum("qcd,qd->qc", vectors, queries)
-    scores[~found] = -np.inf
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    top_scores = np.take_along_axis(scores, order, axis=1)
+    rows, found = rerank.rows_of(candidates)
+    keep = max(k, exact_depth)
+    if rerank.codec is not None and candidates.shape[1] > keep:
+        with torch.inference_mode():  # torch, not numpy BLAS: shares the embedder's thread pool
+            decoded = torch.from_numpy(rerank.decoded(rows))
+            coarse = torch.bmm(decoded, torch.from_numpy(queries)[:, :, None])[:, :, 0].numpy()
+        coarse[~found] = -np.inf
+        best = np.argsort(-coarse, axis=1, kind="stable")[:, :keep]
+        candidates, rows, found = (np.take_along_axis(array, best, axis=1) for array in (candidates, rows, found))
+    with torch.inference_mode():
+        exact = torch.bmm(torch.from_numpy(rerank.exact(rows)), torch.from_numpy(queries)[:, :, None])[:, :, 0].numpy()
+    exact[~found] = -np.inf
+    order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+    top_scores = np.take_along_axis(exact, order, axis=1)
     top_ids = np.take_along_axis(np.where(found, candidates, -1), order, axis=1)
     missing = ~np.isfinite(top_scores)
     top_scores[missing], top_ids[missing] = -np.inf, -1

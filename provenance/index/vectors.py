@@ -128,7 +128,8 @@ class VectorIndex:
             if self.rerank is None:
                 return self._index.search(queries, k)
             return approximate.search_and_rerank(
-                self._index, self.rerank, queries, k, int(self.params["nprobe"]), int(self.params["rerank_depth"]))
+                self._index, self.rerank, queries, k, int(self.params["nprobe"]), int(self.params["rerank_depth"]),
+                int(self.params.get("exact_depth", approximate.DEFAULT_EXACT_DEPTH)))
 
     def exact_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exhaustive top-``k`` over the stored vectors (the reference for recall figures)."""
@@ -192,6 +193,7 @@ class VectorIndex:
             dead = self.rerank.rows - count
             if dead and (force_compact or dead >= COMPACT_DEAD_FRACTION * self.rerank.rows):
                 rows = approximate.RerankRows(directory, stem, self.dim, 0, writable=True)
+                rows.set_codec(self.rerank.codec)
                 for ids, vectors in self.rerank.chunks(keep=live):
                     rows.append(ids, vectors)
                 return VectorIndex(self.dim, self._index, rerank=rows, params=self.params)
@@ -230,10 +232,12 @@ def build_approximate(dim: int, directory: Path, stem: str, chunks, count: int) 
     training = rows.sample(nlist * approximate.TRAINING_PER_LIST)
     started = time.perf_counter()
     index = approximate.new_ivf_pq(dim, training, nlist)
+    rows.set_codec(approximate.new_codec(dim, training))
     for ids, vectors in rows.chunks():
         index.add_with_ids(np.ascontiguousarray(vectors), ids)
     params = {"factory": approximate.factory_string(index), "nlist": nlist, "nprobe": approximate.probes_for(nlist),
-              "rerank_depth": approximate.DEFAULT_RERANK_DEPTH, "rerank": "float16", "trained_on": count,
+              "rerank_depth": approximate.DEFAULT_RERANK_DEPTH,
+              "exact_depth": approximate.DEFAULT_EXACT_DEPTH, "rerank": f"PQ{rows.code_size}x8 in RAM, then float16 on disk", "trained_on": count,
               "training_vectors": len(training), "trained_at": time.time(),
               "build_seconds": round(time.perf_counter() - started, 1)}
     return VectorIndex(dim, index, rerank=rows, params=params)
