@@ -16,6 +16,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 
 DEFAULT_INDEX = Path("indexes/default")
 EXIT_OK, EXIT_BAD_INPUT, EXIT_INDEX = 0, 3, 4
+#: Query images embedded together by `provenance query` (one forward pass per batch).
+QUERY_BATCH = 16
 
 
 def _fail(exc: ProvenanceError) -> typer.Exit:
@@ -78,23 +80,37 @@ def query(
     from .errors import ImageLoadError
 
     try:
-        engine = Engine.open(index)
+        engine = Engine.open(index, read_only=True)
     except ProvenanceError as exc:
         raise _fail(exc)
     exit_code = EXIT_OK
     with engine:
-        for image in images:
-            try:
-                result = engine.query(str(image), top_k=top_k)
-            except ImageLoadError as exc:
-                exit_code = EXIT_BAD_INPUT
-                if as_json:
-                    typer.echo(json.dumps({"query": str(image), "error": exc.reason}))
-                else:
-                    typer.echo(f"error: {exc}", err=True)
-                continue
-            typer.echo(json.dumps(result.to_dict()) if as_json else _format_result(result))
+        for start in range(0, len(images), QUERY_BATCH):
+            chunk = [str(image) for image in images[start : start + QUERY_BATCH]]
+            for name, outcome in zip(chunk, _query_chunk(engine, chunk, top_k, ImageLoadError)):
+                if isinstance(outcome, ImageLoadError):
+                    exit_code = EXIT_BAD_INPUT
+                    if as_json:
+                        typer.echo(json.dumps({"query": name, "error": outcome.reason}))
+                    else:
+                        typer.echo(f"error: {outcome}", err=True)
+                    continue
+                typer.echo(json.dumps(outcome.to_dict()) if as_json else _format_result(outcome))
     raise typer.Exit(exit_code)
+
+
+def _query_chunk(engine, names: list[str], top_k: int, load_error: type) -> list:
+    """Results for ``names`` in one batch; when one image is bad, each image on its own."""
+    try:
+        return engine.query_batch(names, top_k=top_k)
+    except load_error:
+        outcomes = []
+        for name in names:
+            try:
+                outcomes.append(engine.query(name, top_k=top_k))
+            except load_error as exc:
+                outcomes.append(exc)
+        return outcomes
 
 
 def _format_result(result) -> str:
@@ -115,7 +131,7 @@ def info(
     from .engine import Engine
 
     try:
-        with Engine.open(index) as engine:
+        with Engine.open(index, read_only=True) as engine:
             details = engine.info()
     except ProvenanceError as exc:
         raise _fail(exc)
@@ -125,7 +141,10 @@ def info(
     typer.echo(f"index       {details.directory}")
     typer.echo(f"embedder    {details.embedder['name']} (fingerprint {details.embedder['fingerprint']}, dim {details.embedder['dim']})")
     typer.echo(f"references  {details.references}")
-    typer.echo(f"vectors     {details.vectors} ({details.vector_index.get('type')})")
+    kind = details.vector_index.get("type")
+    if details.vector_index.get("factory"):
+        kind += f", {details.vector_index['factory']}, nprobe {details.vector_index.get('nprobe')}"
+    typer.echo(f"vectors     {details.vectors} ({kind})")
     for collection, count in sorted(details.collections.items()):
         typer.echo(f"  {collection or '(none)':<20} {count}")
     typer.echo(f"disk        {details.disk_bytes / 1e6:.1f} MB")
@@ -151,6 +170,23 @@ def remove(
     except ProvenanceError as exc:
         raise _fail(exc)
     typer.echo(f"removed {removed} reference(s)")
+
+
+@app.command()
+def compact(
+    index: Path = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index directory."),
+) -> None:
+    """Reclaim the space of removed references now (saves also do it past a threshold)."""
+    from .engine import Engine
+
+    try:
+        with Engine.open(index) as engine:
+            before = engine.info().disk_bytes
+            engine.compact()
+            after = engine.info().disk_bytes
+    except ProvenanceError as exc:
+        raise _fail(exc)
+    typer.echo(f"compacted: {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB")
 
 
 @app.command()

@@ -6,6 +6,7 @@ import json
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -33,6 +34,9 @@ SEARCH_DEPTH = 32
 #: Queries are decoded at no less than this short side (JPEG draft mode): enough for the
 #: embedder after border stripping, and far faster than a full decode of a large photo.
 QUERY_DECODE_SIZE = 512
+
+#: Images of one query_batch verified concurrently.
+JUDGE_THREADS = 2
 
 #: References embedded per forward pass during reindex.
 EMBED_BATCH = 32
@@ -247,16 +251,18 @@ class Engine:
         first_id = metadata.next_id()
         ref_ids, regions, arrays = [], [], []
         now = time.time()
+        references = []
         for offset, item in enumerate(items):
             ref_id = first_id + offset
             record = item.record
-            metadata.insert(Reference(ref_id, item.sha256 or "", record.path, record.subject, record.source_url,
-                                      record.collection, item.width, item.height, now, dict(record.extra)))
+            references.append(Reference(ref_id, item.sha256 or "", record.path, record.subject, record.source_url,
+                                        record.collection, item.width, item.height, now, dict(record.extra)))
             self._store.put_blobs(ref_id, item.blobs)
             for region, array in sorted(item.arrays.items()):
                 ref_ids.append(ref_id)
                 regions.append(region)
                 arrays.append(array)
+        metadata.insert_many(references)
         vectors = self.embedder.embed_arrays(np.stack(arrays))
         self._store.vectors.add(vector_ids(np.array(ref_ids), np.array(regions)), vectors)
         return [first_id + offset for offset in range(len(items))]
@@ -325,16 +331,24 @@ class Engine:
         flat = [view.image for image_views in views for view in image_views]
         vectors = self.embedder.embed(flat) if flat else np.zeros((0, self.embedder.dim), np.float32)
         scores, ids = self._store.vectors.search(vectors, SEARCH_DEPTH) if flat else (None, None)
-        results, row = [], 0
-        for image, image_views, image_features in zip(images, views, features):
-            rows = slice(row, row + len(image_views))
-            row += len(image_views)
+        starts = np.cumsum([0] + [len(image_views) for image_views in views])
+
+        def judge(number: int) -> QueryResult:
             query_started = time.perf_counter()
+            rows = slice(starts[number], starts[number + 1])
             hits = ids[rows] if self.use_regions else np.where(region_numbers(ids[rows]) == 0, ids[rows], -1)
-            candidates = best_per_reference(scores[rows], reference_ids(hits), np.arange(len(image_views)))
-            result = self._judge(describe_source(image), image_features, candidates, top_k)
-            results.append(_with_seconds(result, time.perf_counter() - query_started))
-        shared = (time.perf_counter() - started - sum(result.seconds for result in results)) / max(1, len(images))
+            candidates = best_per_reference(scores[rows], reference_ids(hits), np.arange(len(views[number])))
+            result = self._judge(describe_source(images[number]), features[number], candidates, top_k)
+            return _with_seconds(result, time.perf_counter() - query_started)
+
+        if len(images) > 1:
+            # keypoints and RANSAC of one image overlap another's (OpenCV and torch release the GIL)
+            with ThreadPoolExecutor(min(len(images), JUDGE_THREADS)) as pool:
+                results = list(pool.map(judge, range(len(images))))
+        else:
+            results = [judge(0)] if images else []
+        # decoding, embedding and search are shared by the batch; verification may overlap
+        shared = max(0.0, time.perf_counter() - started - sum(result.seconds for result in results)) / max(1, len(images))
         return [_with_seconds(result, result.seconds + shared) for result in results]
 
     def _judge(self, name: str, features: QueryFeatures, candidates: dict[int, Candidate], top_k: int) -> QueryResult:

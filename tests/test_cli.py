@@ -105,3 +105,14 @@ def test_calibrate_stores_thresholds_in_manifest(built_index, tmp_path):
     assert {"similar", "copy"} <= set(manifest["thresholds"])
     missing = runner.invoke(app, ["calibrate", "-i", str(built_index), "--negatives", str(tmp_path / "none.csv")])
     assert missing.exit_code == 3
+
+
+def test_compact_after_remove_keeps_answers(built_index, photo_folder, photos):
+    runner.invoke(app, ["remove", "-i", str(built_index), "--path", str(photo_folder / "photo_1.jpg")])
+    result = runner.invoke(app, ["compact", "-i", str(built_index)])
+    assert result.exit_code == 0 and "compacted:" in result.output
+    copy = built_index.parent / "copy4.jpg"
+    photos[4].crop((10, 10, 300, 220)).save(copy)
+    answer = json.loads(runner.invoke(app, ["query", str(copy), "-i", str(built_index), "--json"]).output)
+    assert answer["matches"][0]["path"].endswith("photo_4.jpg")
+    assert all(not match["path"].endswith("photo_1.jpg") for match in answer["matches"])

@@ -201,12 +201,23 @@ class RerankRows:
         return np.where(found, rows, 0), found
 
     def exact(self, rows: np.ndarray) -> np.ndarray:
-        """float32 vectors of ``rows`` (any shape) from the float16 file."""
-        flat = rows.ravel()
-        order = np.argsort(flat, kind="stable")  # sorted reads keep page faults sequential
-        out = np.empty((len(flat), self.dim), np.float32)
-        out[order] = self._vectors()[flat[order]]
-        return out.reshape(*rows.shape, self.dim)
+        """float32 vectors of ``rows`` (any shape) from the float16 file.
+
+        Read with ``pread``, not through the memory map: a page fault maps the whole
+        surrounding cached block ("fault-around"), so a long-running query process would
+        end up holding the entire file in its resident set for a few rows per query.
+        """
+        unique, inverse = np.unique(rows.ravel(), return_inverse=True)
+        block = np.empty((len(unique), self.dim), np.float16)
+        buffer, width = memoryview(block).cast("B"), self.dim * 2
+        descriptor = os.open(self.vector_path, os.O_RDONLY)
+        try:
+            for number, row in enumerate(unique.tolist()):
+                if os.preadv(descriptor, [buffer[number * width : (number + 1) * width]], row * width) != width:
+                    raise CorruptIndexError(f"{self.vector_path} ends before row {row}")
+        finally:
+            os.close(descriptor)
+        return block[inverse].astype(np.float32).reshape(*rows.shape, self.dim)
 
     def decoded(self, rows: np.ndarray) -> np.ndarray:
         """float32 reconstructions of ``rows`` from their in-RAM PQ codes."""

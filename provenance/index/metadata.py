@@ -11,7 +11,7 @@ import sqlite3
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS refs (
@@ -114,6 +114,19 @@ class MetadataStore:
         """(ref_id, data) of every stored blob of one kind."""
         with self._lock:
             return [(row[0], bytes(row[1])) for row in self._connection.execute("SELECT ref_id, data FROM blobs WHERE kind=?", (kind,))]
+
+    def iter_blobs(self, kind: str, batch: int = 50000) -> Iterator[list[tuple[int, bytes]]]:
+        """Every stored blob of one kind as lists of at most ``batch`` (ref_id, data)."""
+        last = -1
+        while True:
+            with self._lock:
+                rows = self._connection.execute(
+                    "SELECT ref_id, data FROM blobs WHERE kind=? AND ref_id>? ORDER BY ref_id LIMIT ?", (kind, last, batch)
+                ).fetchall()
+            if not rows:
+                return
+            yield [(row[0], bytes(row[1])) for row in rows]
+            last = rows[-1][0]
 
     def delete(self, ref_ids: Iterable[int]) -> None:
         ids = [(int(ref_id),) for ref_id in ref_ids]

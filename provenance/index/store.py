@@ -76,9 +76,10 @@ class IndexStore:
                 from ..verify.pdq import MIN_QUALITY, PdqIndex
 
                 index = PdqIndex()
-                rows = [(ref_id, blob) for ref_id, blob in self.metadata.blobs(PDQ_BLOB) if blob[32] >= MIN_QUALITY]
-                if rows:
-                    index.add([ref_id for ref_id, _ in rows], [blob[:32] for _, blob in rows])
+                for batch in self.metadata.iter_blobs(PDQ_BLOB):
+                    rows = [(ref_id, blob) for ref_id, blob in batch if blob[32] >= MIN_QUALITY]
+                    if rows:
+                        index.add([ref_id for ref_id, _ in rows], [blob[:32] for _, blob in rows])
                 self._pdq = index
             return self._pdq
 
