@@ -20,8 +20,8 @@ from .index.manifest import MANIFEST_NAME
 from .index.store import PDQ_BLOB, IndexStore
 from .index.vectors import reference_ids, region_numbers, vector_ids
 from .ingest import Preparer, PreparedReference, ProgressCallback, batched, prepare_all
-from .matching import VERIFY_CANDIDATES, reference_blobs, Candidate, QueryFeatures, best_per_reference, verify_candidates
-from .results import VERDICT_NO_MATCH, IndexInfo, Match, QueryResult, ReindexSummary, Transform
+from .matching import VERIFY_CANDIDATES, Candidate, QueryFeatures, best_per_reference, match_from, reference_blobs, verify_candidates
+from .results import VERDICT_NO_MATCH, IndexInfo, QueryResult, ReindexSummary
 from .regions import DEFAULT_REGIONS, Box, query_views
 from .sources import SourceRecord, scan_source
 
@@ -370,7 +370,7 @@ class Engine:
             reference = references.get(candidate.ref_id)
             if reference is None:  # removed after the search started
                 continue
-            matches.append(_match(candidate, reference, candidate.verdict(similar, copy)))
+            matches.append(match_from(candidate, reference, candidate.verdict(similar, copy)))
         verdict = matches[0].verdict if matches else VERDICT_NO_MATCH
         return QueryResult(name, verdict, matches)
 
@@ -396,20 +396,6 @@ class Engine:
     def reference(self, ref_id: int) -> Reference | None:
         """The stored metadata of one reference."""
         return self._store.metadata.get([ref_id]).get(ref_id)
-
-
-def _match(candidate: Candidate, reference: Reference, verdict: str) -> Match:
-    check = candidate.verification if candidate.is_copy else None
-    verified = check is not None and check.verified
-    return Match(
-        candidate.ref_id, reference.path, candidate.score(), verdict, candidate.similarity,
-        reference.subject, reference.source_url, reference.collection, reference.sha256, reference.extra,
-        inliers=check.inliers if verified else 0,
-        box=tuple(round(v, 1) for v in check.box) if verified and check.box else None,
-        coverage=round(check.coverage, 4) if verified else None,
-        transform=Transform(round(check.scale, 4), round(check.rotation_deg, 2), check.mirrored, check.model) if verified else None,
-        pdq_distance=candidate.pdq_distance,
-    )
 
 
 def _with_seconds(result: QueryResult, seconds: float) -> QueryResult:

@@ -25,7 +25,8 @@ from .verify.pdq import pdq_dihedral_with_quality, pdq_hash
 
 
 from .index.store import KEYPOINTS_BLOB, PDQ_BLOB
-from .results import VERDICT_COPY, VERDICT_NO_MATCH, VERDICT_SIMILAR
+from .index.metadata import Reference
+from .results import VERDICT_COPY, VERDICT_NO_MATCH, VERDICT_SIMILAR, Match, Transform
 
 #: References verified geometrically per query (best by embedding similarity).
 VERIFY_CANDIDATES = 6
@@ -124,3 +125,18 @@ def verify_candidates(candidates: list[Candidate], features: QueryFeatures, load
             if outcome.verified:
                 break
         candidate.verification = max(tried, key=lambda item: (item.verified, item.inliers))
+
+
+def match_from(candidate: Candidate, reference: Reference, verdict: str) -> Match:
+    """The reported match for a judged candidate and its stored reference."""
+    check = candidate.verification if candidate.is_copy else None
+    verified = check is not None and check.verified
+    return Match(
+        candidate.ref_id, reference.path, candidate.score(), verdict, candidate.similarity,
+        reference.subject, reference.source_url, reference.collection, reference.sha256, reference.extra,
+        inliers=check.inliers if verified else 0,
+        box=tuple(round(v, 1) for v in check.box) if verified and check.box else None,
+        coverage=round(check.coverage, 4) if verified else None,
+        transform=Transform(round(check.scale, 4), round(check.rotation_deg, 2), check.mirrored, check.model) if verified else None,
+        pdq_distance=candidate.pdq_distance,
+    )

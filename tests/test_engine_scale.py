@@ -86,6 +86,11 @@ def test_reopened_approximate_index_answers_identically(approximate_directory, e
     queries = [edit for seed in (47, 58) for edit in _edits(synthetic_photo(seed))]
     with Engine.open(approximate_directory, effnet) as live:
         live.remove(paths=["photo_50.jpg"])
+        old_rows = sorted(path.name for path in approximate_directory.glob("rerank-*"))
+        live.compact()  # rewrites the rows without the removed reference's, drops the old files
+        new_rows = sorted(path.name for path in approximate_directory.glob("rerank-*"))
+        assert len(new_rows) == 4 and not set(new_rows) & set(old_rows)
+        assert live.info().vectors == 87
         before = [_top(live, query) for query in queries]
     with Engine.open(approximate_directory, effnet, read_only=True) as reopened:
         assert [_top(reopened, query) for query in queries] == before

@@ -107,9 +107,9 @@ class RerankRows:
                 with open(path, "ab") as handle:
                     handle.truncate(rows * width)
         self._ids = _Growing(np.fromfile(self.id_path, dtype=np.int64, count=rows) if rows else np.zeros(0, np.int64))
-        codes = np.fromfile(self.code_path, dtype=np.uint8, count=rows * self.code_size) if rows and self.code_size else b""
-        self._codes = _Growing(np.frombuffer(codes, np.uint8).reshape(-1, self.code_size).copy() if rows and self.code_size
-                               else np.zeros((0, self.code_size), np.uint8))
+        self._codes = _Growing(
+            np.fromfile(self.code_path, dtype=np.uint8, count=rows * self.code_size).reshape(rows, self.code_size)
+            if rows and self.code_size else np.zeros((0, self.code_size), np.uint8))
 
     @property
     def vector_path(self) -> Path:

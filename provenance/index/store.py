@@ -36,6 +36,7 @@ PDQ_BLOB = "pdq"  # 32 hash bytes + 1 quality byte
 METADATA_NAME = "metadata.sqlite"
 ERRORS_NAME = "errors.jsonl"
 _FAISS_STATE_KEY = "faiss_file"
+RERANK_SUFFIXES = (".f16", ".ids", ".pq", ".codec")
 _RERANK_STEM_KEY = "rerank_stem"
 _RERANK_ROWS_KEY = "rerank_rows"
 
@@ -206,8 +207,8 @@ class IndexStore:
         for path in self.directory.glob("vectors-*.faiss"):
             if path.name != current:
                 path.unlink(missing_ok=True)
-        for path in list(self.directory.glob("rerank-*.f16")) + list(self.directory.glob("rerank-*.ids")):
-            if path.stem != rerank_stem:
+        for path in self.directory.glob("rerank-*"):
+            if path.suffix in RERANK_SUFFIXES and path.stem != rerank_stem:
                 path.unlink(missing_ok=True)
 
     def write_manifest_now(self) -> None:
@@ -228,7 +229,7 @@ class IndexStore:
 def _remove_index_files(directory: Path) -> None:
     for name in (MANIFEST_NAME, METADATA_NAME, f"{METADATA_NAME}-wal", f"{METADATA_NAME}-shm", ERRORS_NAME):
         (directory / name).unlink(missing_ok=True)
-    for pattern in ("vectors-*.faiss", "rerank-*.f16", "rerank-*.ids"):
+    for pattern in ("vectors-*.faiss", *(f"rerank-*{suffix}" for suffix in RERANK_SUFFIXES)):
         for path in directory.glob(pattern):
             path.unlink(missing_ok=True)
 
