@@ -103,8 +103,6 @@ def test_uncommitted_rerank_rows_are_ignored_and_cut(tmp_path):
 
 
 def test_read_only_index_is_memory_mapped_and_refuses_changes(tmp_path):
-    import faiss
-
     dim, count = 16, 3000
     data, ids = clustered(count, dim), ids_for(count)
     index = build_approximate(dim, tmp_path, "rerank-r", [(ids, data)], count)
@@ -116,4 +114,10 @@ def test_read_only_index_is_memory_mapped_and_refuses_changes(tmp_path):
         reader.add(ids_for(1, count), data[:1])
     with pytest.raises(ReadOnlyIndexError):
         reader.remove_references([1])
-    assert isinstance(faiss.read_index(str(tmp_path / "vectors.faiss"), faiss.IO_FLAG_MMAP_IFC), faiss.Index)
+    exact = VectorIndex(dim)
+    exact.add(ids[:500], data[:500])
+    exact.save(tmp_path / "exact.faiss")
+    mapped = VectorIndex.load(tmp_path / "exact.faiss", dim, read_only=True)  # IO_FLAG_MMAP_IFC
+    np.testing.assert_array_equal(mapped.search(data[:20], 5)[1], exact.search(data[:20], 5)[1])
+    with pytest.raises(ReadOnlyIndexError):
+        mapped.add(ids_for(1, count), data[:1])  # FAISS itself would abort the process here

@@ -12,8 +12,8 @@ An approximate index also has append-only re-ranking rows (``rerank-*.f16`` / ``
 SQLite records their file stem and committed row count in the same transaction, and
 rows past that count are ignored by readers and cut off by the next writer.
 
-Indexes opened ``read_only`` are memory-mapped (FAISS ``IO_FLAG_MMAP_IFC``) and refuse
-every change, so that query processes share the page cache and start at once.
+Indexes opened ``read_only`` refuse every change; exact ones are memory-mapped (FAISS
+``IO_FLAG_MMAP_IFC``), so that query processes share the page cache and start at once.
 """
 
 from __future__ import annotations

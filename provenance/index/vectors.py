@@ -161,8 +161,12 @@ class VectorIndex:
              params: dict | None = None, read_only: bool = False) -> "VectorIndex":
         import faiss
 
+        # Read-only exact indexes are memory-mapped without a copy. FAISS copies an IVF
+        # fast-scan index's block lists into RAM even under IO_FLAG_MMAP_IFC and keeps the
+        # file mapped as well (twice the resident memory), so approximate ones are read.
+        mapped = read_only and rerank is None
         try:
-            index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC if read_only else 0)
+            index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC if mapped else 0)
         except Exception as exc:
             raise CorruptIndexError(f"cannot read vector index {path}: {exc}") from None
         if index.d != dim:

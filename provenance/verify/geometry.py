@@ -157,7 +157,7 @@ def verify_pair(
     if query.method != reference.method:
         raise ValueError(f"cannot match {query.method} keypoints against {reference.method}")
     q_idx, r_idx = match_descriptors(query, reference, ratio=ratio)
-    if len(q_idx) < 3:
+    if len(q_idx) < max(3, thresholds.min_inliers):  # too few matches to ever give enough inliers
         return _unverified(len(q_idx), mirrored)
     sq = NORMALISED_SIDE / max(query.width, query.height)
     sr = NORMALISED_SIDE / max(reference.width, reference.height)
