@@ -19,7 +19,8 @@ from .index.metadata import Reference
 from .index.manifest import MANIFEST_NAME
 from .index.store import PDQ_BLOB, IndexStore
 from .index.vectors import reference_ids, region_numbers, vector_ids
-from .ingest import Preparer, PreparedReference, ProgressCallback, batched, prepare_all
+from .ingest import (Preparer, PreparedReference, ProgressCallback, batched, model_threads_beside, pool_workers,
+                     prepare_all)
 from .matching import VERIFY_CANDIDATES, Candidate, QueryFeatures, best_per_reference, match_from, reference_blobs, verify_candidates
 from .results import VERDICT_NO_MATCH, IndexInfo, QueryResult, ReindexSummary
 from .regions import DEFAULT_REGIONS, Box, query_views
@@ -200,33 +201,37 @@ class Engine:
             preparer = self._preparer(frozenset(known))
             counts = {"added": 0, "skipped": 0, "replaced": 0, "failed": 0}
             errors: list[str] = []
-            since_checkpoint = 0
-            done = 0
             stream = prepare_all(records, preparer, workers)
-            for chunk in batched(stream, batch_size):
-                to_index = []
-                for item in chunk:
-                    outcome = self._triage(item, known, errors)
-                    if outcome == "failed" and on_error is not None:
-                        on_error(errors[-1])
-                    if outcome == "index":
-                        to_index.append(item)
-                    else:
-                        counts[outcome] += 1
-                replaced = self._drop_replaced(to_index, indexed_by_path)
-                counts["replaced"] += replaced
-                self._index_prepared(to_index)
-                counts["added"] += len(to_index)
-                since_checkpoint += len(to_index)
-                done += len(chunk)
-                if since_checkpoint >= CHECKPOINT_EVERY:
-                    self._store.save()
-                    since_checkpoint = 0
-                if progress is not None:
-                    progress(done, len(records))
+            with model_threads_beside(pool_workers(records, workers)):
+                self._reindex_stream(stream, len(records), batch_size, known, indexed_by_path, counts, errors,
+                                     progress, on_error)
             self._store.save()
         return ReindexSummary(counts["added"], counts["skipped"], counts["replaced"], counts["failed"],
                               time.perf_counter() - started, errors)
+
+    def _reindex_stream(self, stream, total: int, batch_size: int, known: set[str], indexed_by_path: dict,
+                        counts: dict[str, int], errors: list[str], progress, on_error) -> None:
+        since_checkpoint = done = 0
+        for chunk in batched(stream, batch_size):
+            to_index = []
+            for item in chunk:
+                outcome = self._triage(item, known, errors)
+                if outcome == "failed" and on_error is not None:
+                    on_error(errors[-1])
+                if outcome == "index":
+                    to_index.append(item)
+                else:
+                    counts[outcome] += 1
+            counts["replaced"] += self._drop_replaced(to_index, indexed_by_path)
+            self._index_prepared(to_index)
+            counts["added"] += len(to_index)
+            since_checkpoint += len(to_index)
+            done += len(chunk)
+            if since_checkpoint >= CHECKPOINT_EVERY:
+                self._store.save()
+                since_checkpoint = 0
+            if progress is not None:
+                progress(done, total)
 
     def _triage(self, item: PreparedReference, known: set[str], errors: list[str]) -> str:
         if item.error is not None:

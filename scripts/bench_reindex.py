@@ -10,6 +10,7 @@ image (the whole image and its indexed regions). Prints figures; asserts nothing
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 
@@ -38,7 +39,7 @@ def main() -> None:
         import json
 
         for record in records:
-            manifest.write(json.dumps({"path": record.file}) + "\n")
+            manifest.write(json.dumps({"path": os.path.abspath(record.file)}) + "\n")
         manifest.close()
         source = manifest.name
     embedder = create_embedder("effnet-lite0")

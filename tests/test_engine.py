@@ -86,7 +86,10 @@ def test_parallel_workers_give_the_same_index(tmp_path, effnet, photo_folder, mo
         serial.reindex(photo_folder, workers=0)
         parallel.reindex(photo_folder, workers=2)
         probe = synthetic_photo(3)
-        assert serial.query(probe).to_dict()["matches"] == parallel.query(probe).to_dict()["matches"]
+        expected, got = serial.query(probe).to_dict()["matches"], parallel.query(probe).to_dict()["matches"]
+        # the parallel run gives the model fewer threads: float sums may differ in the last bits
+        assert [(m["ref_id"], m["verdict"]) for m in got] == [(m["ref_id"], m["verdict"]) for m in expected]
+        assert [m["score"] for m in got] == pytest.approx([m["score"] for m in expected], abs=1e-5)
 
 
 def test_reopened_index_answers_identically(engine, tmp_path, photos):
