@@ -62,7 +62,7 @@ def main() -> None:
         engine.close()
     reindex_rate = summary.added / wall
     print(f"references        {len(records)} (added {summary.added}, failed {summary.failed})")
-    print(f"bare forward      {forward_rate:.1f} img/s, whole image only (batch {args.batch}, preprocessed in memory)")
+    print(f"bare forward      {forward_rate:.1f} img/s, whole image only (preprocessed in memory, {args.batch} per call)")
     print(f"bare forward      {region_forward_rate:.1f} img/s, all {regions_per_image} indexed inputs per image")
     print(f"full reindex      {reindex_rate:.1f} img/s ({wall:.1f} s wall: read, hash, decode, regions, keypoints, "
           f"PDQ, embed, index, save)")
