@@ -189,16 +189,16 @@ class VectorIndex:
                 ids, vectors = self.contents()
                 return build_approximate(self.dim, directory, stem, [(ids, vectors)], count)
             trained_on = int(self.params.get("trained_on", count))
-            live = approximate.live_ids(self._index)
             if count < APPROXIMATE_FROM_VECTORS // 2:
-                return _exact_from(self.dim, self.rerank.chunks(keep=live))
+                return _exact_from(self.dim, self.rerank.chunks(keep=approximate.live_ids(self._index)))
             if count >= RETRAIN_GROWTH * trained_on:
+                live = approximate.live_ids(self._index)
                 return build_approximate(self.dim, directory, stem, self.rerank.chunks(keep=live), count)
             dead = self.rerank.rows - count
             if dead and (force_compact or dead >= COMPACT_DEAD_FRACTION * self.rerank.rows):
                 rows = approximate.RerankRows(directory, stem, self.dim, 0, writable=True)
                 rows.set_codec(self.rerank.codec)
-                for ids, vectors in self.rerank.chunks(keep=live):
+                for ids, vectors in self.rerank.chunks(keep=approximate.live_ids(self._index)):
                     rows.append(ids, vectors)
                 return VectorIndex(self.dim, self._index, rerank=rows, params=self.params)
             return self
@@ -209,7 +209,6 @@ class VectorIndex:
 
         if self.rerank is not None:
             raise ValueError("an approximate index keeps only codes; read its re-ranking rows instead")
-
         ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
         vectors = self._index.index.reconstruct_n(0, self.ntotal) if self.ntotal else np.zeros((0, self.dim), np.float32)
         order = np.argsort(ids, kind="stable")
