@@ -9,8 +9,8 @@ the store switches to this index:
   collection's own vectors, holds the codes and int64 ids and proposes candidates;
 * :class:`RerankRows` re-scores the candidates: first from finer 8-bit PQ codes kept in
   RAM (``dim / 4`` bytes per vector), then the best of those exactly, from an
-  append-only float16 copy of every vector on disk (memory-mapped: only the rows a
-  query re-scores are read; random reads cost microseconds each, so few are made).
+  append-only float16 copy of every vector on disk (only the rows a query re-scores
+  are read, with ``pread``; random reads cost microseconds each, so few are made).
   Results are therefore exact cosines, and recall against exact search depends only on
   whether the true neighbours survive the two candidate stages.
 
@@ -82,8 +82,8 @@ class _Growing:
 class RerankRows:
     """Append-only copies of every vector for re-ranking, with their ascending ids.
 
-    Files ``<stem>.f16`` (``rows x dim`` float16, memory-mapped: only the rows a query
-    re-scores are read), ``<stem>.ids`` (int64, in RAM), ``<stem>.pq`` (8-bit product
+    Files ``<stem>.f16`` (``rows x dim`` float16 on disk: queries read only the rows they
+    re-score; maintenance maps it to read it through), ``<stem>.ids`` (int64, in RAM), ``<stem>.pq`` (8-bit product
     quantiser codes, ``dim / 4`` bytes per row, in RAM) and ``<stem>.codec`` (that
     quantiser). Rows past the committed count (a save cut short) are ignored by readers
     and cut off by writers.

@@ -62,8 +62,8 @@ def region_numbers(ids: np.ndarray) -> np.ndarray:
 class VectorIndex:
     """Inner-product search over unit vectors with add/remove by id (see the module docstring).
 
-    ``read_only`` indexes are memory-mapped and refuse every change: FAISS aborts the
-    process (SIGABRT) when asked to add to a memory-mapped index, so the check must
+    ``read_only`` indexes refuse every change (exact ones are memory-mapped): FAISS aborts
+    the process (SIGABRT) when asked to add to a memory-mapped index, so the check must
     happen here.
     """
 
@@ -94,7 +94,7 @@ class VectorIndex:
 
     def check_writable(self) -> None:
         if self.read_only:
-            raise ReadOnlyIndexError("this index was opened read-only (memory-mapped); open it for writing to change it")
+            raise ReadOnlyIndexError("this index was opened read-only; open it for writing to change it")
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
