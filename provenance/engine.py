@@ -189,7 +189,8 @@ class Engine:
         ``CHECKPOINT_EVERY`` references, so an interrupted run resumes where it stopped.
         Large sources are decoded in spawned worker processes (``workers``; 0 decodes in
         this process), so a script that calls this needs an ``if __name__ == "__main__"``
-        guard, as with any spawn-based multiprocessing.
+        guard, as with any spawn-based multiprocessing. While workers run, torch is limited
+        to the cores they leave free (process-wide; restored afterwards).
         """
         started = time.perf_counter()
         self._store.check_writable()
