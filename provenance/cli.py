@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from .errors import ProvenanceError
+from .errors import ImageLoadError, ProvenanceError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Find which reference photo a suspect image was copied from.")
@@ -77,7 +77,6 @@ def query(
 ) -> None:
     """Which references each IMAGE may have been copied from, best first."""
     from .engine import Engine
-    from .errors import ImageLoadError
 
     try:
         engine = Engine.open(index, read_only=True)
@@ -87,7 +86,7 @@ def query(
     with engine:
         for start in range(0, len(images), QUERY_BATCH):
             chunk = [str(image) for image in images[start : start + QUERY_BATCH]]
-            for name, outcome in zip(chunk, _query_chunk(engine, chunk, top_k, ImageLoadError)):
+            for name, outcome in zip(chunk, _query_chunk(engine, chunk, top_k)):
                 if isinstance(outcome, ImageLoadError):
                     exit_code = EXIT_BAD_INPUT
                     if as_json:
@@ -99,16 +98,16 @@ def query(
     raise typer.Exit(exit_code)
 
 
-def _query_chunk(engine, names: list[str], top_k: int, load_error: type) -> list:
+def _query_chunk(engine, names: list[str], top_k: int) -> list:
     """Results for ``names`` in one batch; when one image is bad, each image on its own."""
     try:
         return engine.query_batch(names, top_k=top_k)
-    except load_error:
+    except ImageLoadError:
         outcomes = []
         for name in names:
             try:
                 outcomes.append(engine.query(name, top_k=top_k))
-            except load_error as exc:
+            except ImageLoadError as exc:
                 outcomes.append(exc)
         return outcomes
 

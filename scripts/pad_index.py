@@ -10,6 +10,8 @@ resemblance can be checked. Each distractor gets a metadata row and a PDQ hash (
 hash with a third of its bits flipped: never a match, but searched like one); it gets
 no keypoints (bench_query lends it a real reference's). The padded index is built the
 way a growing index switches: IVF-PQ trained on the collection's own vectors.
+The save that follows applies the index's own size policy, so a padding that stays
+below half the switch size (provenance.index.vectors) ends up exact again.
 """
 
 from __future__ import annotations
@@ -49,7 +51,6 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    from provenance.index.metadata import Reference
     from provenance.index.store import PDQ_BLOB, IndexStore
     from provenance.index.vectors import REGION_BITS, build_approximate, vector_ids
 
@@ -83,25 +84,28 @@ def main() -> None:
             block = np.stack([synthetic_vectors(vectors[regions == r], len(refs), rng) for r in region_numbers], axis=1)
             region_ids = np.broadcast_to(np.array(region_numbers), (len(refs), len(region_numbers)))
             yield vector_ids(np.repeat(refs, len(region_numbers)), region_ids.ravel()), block.reshape(-1, vectors.shape[1])
-            _add_metadata(store, refs, real_pdq, rng, Reference, PDQ_BLOB)
+            _add_metadata(store, refs, real_pdq, rng)
             print(f"  {start + len(refs)}/{pad} distractors ({time.perf_counter() - started:.0f} s)", flush=True)
 
     total_vectors = len(ids) + pad * len(region_numbers)
     store.vectors = build_approximate(vectors.shape[1], out, "rerank-padded", chunks(), total_vectors)
     store.save()
     print(f"padded {out}: {store.metadata.count()} references, {store.vectors.ntotal} vectors, "
-          f"{store.vectors.describe()['factory']}, built in {time.perf_counter() - started:.0f} s")
+          f"{store.vectors.describe().get('factory', store.vectors.kind)}, built in {time.perf_counter() - started:.0f} s")
 
 
-def _add_metadata(store, refs: np.ndarray, real_pdq: list[bytes], rng, reference_type, pdq_kind: str) -> None:
+def _add_metadata(store, refs: np.ndarray, real_pdq: list[bytes], rng) -> None:
+    from provenance.index.metadata import Reference
+    from provenance.index.store import PDQ_BLOB
+
     now = time.time()
     store.metadata.insert_many(
-        reference_type(int(ref_id), f"synthetic-{ref_id}", f"synthetic/{ref_id}", None, None, "synthetic-distractor",
+        Reference(int(ref_id), f"synthetic-{ref_id}", f"synthetic/{ref_id}", None, None, "synthetic-distractor",
                        250, 250, now, {}) for ref_id in refs)
     for ref_id in refs:
         base = np.frombuffer(real_pdq[int(rng.integers(len(real_pdq)))], np.uint8)
         flips = np.packbits(rng.random(256) < 1 / 3)
-        store.metadata.put_blob(int(ref_id), pdq_kind, (base ^ flips).tobytes() + bytes([100]))
+        store.metadata.put_blob(int(ref_id), PDQ_BLOB, (base ^ flips).tobytes() + bytes([100]))
 
 
 if __name__ == "__main__":
