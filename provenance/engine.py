@@ -299,14 +299,17 @@ class Engine:
         with self._write_lock:
             self._store.save()
 
-    def compact(self) -> None:
+    def compact(self, retrain: bool = False) -> None:
         """Rewrite the approximate index's re-ranking rows without removed vectors now.
 
         Saves do this by themselves once removed rows pass a share of the total
         (:data:`~provenance.index.vectors.COMPACT_DEAD_FRACTION`); an exact index never needs it.
+        ``retrain`` also re-trains the approximate index on the live vectors with the
+        current version's parameters (saves re-train by themselves once the collection has
+        grown :data:`~provenance.index.vectors.RETRAIN_GROWTH` times).
         """
         with self._write_lock:
-            self._store.save(force_compact=True)
+            self._store.save(force_compact=True, force_retrain=retrain)
 
     # -- querying ------------------------------------------------------------------------
     def _follow_writers(self) -> None:

@@ -111,6 +111,8 @@ def test_compact_after_remove_keeps_answers(built_index, photo_folder, photos):
     runner.invoke(app, ["remove", "-i", str(built_index), "--path", str(photo_folder / "photo_1.jpg")])
     result = runner.invoke(app, ["compact", "-i", str(built_index)])
     assert result.exit_code == 0 and "compacted:" in result.output
+    retrained = runner.invoke(app, ["compact", "-i", str(built_index), "--retrain"])
+    assert retrained.exit_code == 0 and "index: flat-ip" in retrained.output  # small: exact, nothing to train
     copy = built_index.parent / "copy4.jpg"
     photos[4].crop((10, 10, 300, 220)).save(copy)
     answer = json.loads(runner.invoke(app, ["query", str(copy), "-i", str(built_index), "--json"]).output)

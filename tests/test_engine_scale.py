@@ -94,6 +94,11 @@ def test_reopened_approximate_index_answers_identically(approximate_directory, e
         before = [_top(live, query) for query in queries]
     with Engine.open(approximate_directory, effnet, read_only=True) as reopened:
         assert [_top(reopened, query) for query in queries] == before
+    with Engine.open(approximate_directory, effnet) as writer:
+        trained_at = writer.info().vector_index["trained_at"]
+        writer.compact(retrain=True)
+        assert writer.info().vector_index["trained_at"] > trained_at and writer.info().vectors == 87
+        assert [_top(writer, query) for query in queries] == before
 
 
 BENCH = Path(os.environ.get("PROVENANCE_BENCH", Path(__file__).resolve().parents[2] / "shared" / "bench"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from provenance.errors import ReadOnlyIndexError
+from provenance.errors import CorruptIndexError, ReadOnlyIndexError
 from provenance.index import vectors as vector_module
 from provenance.index.approximate import RerankRows, lists_for
 from provenance.index.vectors import APPROXIMATE, APPROXIMATE_FROM_VECTORS, EXACT, VectorIndex, build_approximate
@@ -86,6 +86,39 @@ def test_removal_compaction_and_regrowth(tmp_path, monkeypatch):
     retrained.remove_references(list(range(2000, count + 18500)))
     exact = retrained.maintained(tmp_path, "rerank-4")
     assert exact.kind == EXACT and exact.ntotal == 1500
+
+
+def test_forced_retrain_rebuilds_from_the_live_vectors(tmp_path, monkeypatch):
+    dim, count = 16, 6000
+    monkeypatch.setattr(vector_module, "APPROXIMATE_FROM_VECTORS", 4000)
+    data, ids = clustered(count, dim), ids_for(count)
+    index = build_approximate(dim, tmp_path, "rerank-1", [(ids, data)], count)
+    index.remove_references(list(range(0, 100)))
+    assert index.maintained(tmp_path, "rerank-2") is index  # too few removals, no growth: nothing to do
+    retrained = index.maintained(tmp_path, "rerank-3", force_retrain=True)
+    assert retrained is not index and retrained.rerank.stem == "rerank-3"
+    assert retrained.ntotal == retrained.rerank.rows == count - 100
+    assert retrained.describe()["trained_on"] == count - 100
+    assert retrained.describe()["factory"].endswith("fsr")  # residual codes
+    queries = data[200:260]
+    np.testing.assert_array_equal(retrained.search(queries, 1)[1][:, 0], ids[200:260])
+    exact = VectorIndex(dim)
+    exact.add(ids[:10], data[:10])
+    assert exact.maintained(tmp_path, "rerank-4", force_retrain=True) is exact  # nothing to train
+
+
+def test_exact_rows_are_read_back_and_truncation_is_reported(tmp_path):
+    dim = 8
+    rows = RerankRows(tmp_path, "rerank-r", dim, 0, writable=True)
+    data = clustered(50, dim)
+    rows.append(ids_for(50), data)
+    wanted = np.array([[3, 3, 49], [0, 7, 12]])
+    np.testing.assert_allclose(rows.exact(wanted), data[wanted], atol=1e-3)
+    assert rows.exact(np.zeros((2, 0), np.int64)).shape == (2, 0, dim)
+    with open(rows.vector_path, "r+b") as handle:
+        handle.truncate(40 * dim * 2)
+    with pytest.raises(CorruptIndexError, match="before row 45"):
+        rows.exact(np.array([1, 45]))
 
 
 def test_uncommitted_rerank_rows_are_ignored_and_cut(tmp_path):

@@ -173,7 +173,7 @@ class IndexStore:
                 f"index at {self.directory}: vector file holds {self.vectors.ntotal} vectors, metadata expects {recorded}"
             )
 
-    def save(self, force_compact: bool = False) -> None:
+    def save(self, force_compact: bool = False, force_retrain: bool = False) -> None:
         """Persist pending changes atomically (see the module docstring).
 
         The vector index type is re-decided first (exact / approximate, re-training,
@@ -182,7 +182,8 @@ class IndexStore:
         self.check_writable()
         with self._save_lock:
             generation = int(self.metadata.get_state("generation", "0")) + 1
-            self.vectors = self.vectors.maintained(self.directory, f"rerank-{generation:06d}", force_compact)
+            self.vectors = self.vectors.maintained(self.directory, f"rerank-{generation:06d}", force_compact,
+                                                   force_retrain)
             faiss_name = f"vectors-{generation:06d}.faiss"
             temporary = self.directory / f".{faiss_name}.tmp"
             self.vectors.save(temporary)

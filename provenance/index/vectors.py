@@ -174,9 +174,13 @@ class VectorIndex:
         return cls(dim, index, rerank=rerank, params=params, read_only=read_only)
 
     # -- choosing and maintaining the index type ------------------------------------------
-    def maintained(self, directory: Path, stem: str, force_compact: bool = False) -> "VectorIndex":
+    def maintained(self, directory: Path, stem: str, force_compact: bool = False,
+                   force_retrain: bool = False) -> "VectorIndex":
         """This index, or its replacement when size, growth or removals call for one.
 
+        ``force_compact`` rewrites the re-ranking rows without removed vectors now;
+        ``force_retrain`` re-trains an approximate index now (an exact one has nothing to
+        train), e.g. to give an index built by an older version the current parameters.
         A replacement writes its re-ranking rows to new files named ``stem``; the caller
         commits them and then deletes the old ones.
         """
@@ -191,7 +195,7 @@ class VectorIndex:
             trained_on = int(self.params.get("trained_on", count))
             if count < APPROXIMATE_FROM_VECTORS // 2:
                 return _exact_from(self.dim, self.rerank.chunks(keep=approximate.live_ids(self._index)))
-            if count >= RETRAIN_GROWTH * trained_on:
+            if force_retrain or count >= RETRAIN_GROWTH * trained_on:
                 live = approximate.live_ids(self._index)
                 return build_approximate(self.dim, directory, stem, self.rerank.chunks(keep=live), count)
             dead = self.rerank.rows - count
