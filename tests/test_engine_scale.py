@@ -89,7 +89,7 @@ def test_reopened_approximate_index_answers_identically(approximate_directory, e
         old_rows = sorted(path.name for path in approximate_directory.glob("rerank-*"))
         live.compact()  # rewrites the rows without the removed reference's, drops the old files
         new_rows = sorted(path.name for path in approximate_directory.glob("rerank-*"))
-        assert len(new_rows) == 4 and not set(new_rows) & set(old_rows)
+        assert len(new_rows) == 6 and not set(new_rows) & set(old_rows)
         assert live.info().vectors == 87
         before = [_top(live, query) for query in queries]
     with Engine.open(approximate_directory, effnet, read_only=True) as reopened:

@@ -8,7 +8,7 @@ import pytest
 
 from provenance.errors import CorruptIndexError, ReadOnlyIndexError
 from provenance.index import vectors as vector_module
-from provenance.index.approximate import RerankRows, lists_for
+from provenance.index.approximate import RerankRows, lists_for, new_codec
 from provenance.index.vectors import APPROXIMATE, APPROXIMATE_FROM_VECTORS, EXACT, VectorIndex, build_approximate
 
 
@@ -119,6 +119,26 @@ def test_exact_rows_are_read_back_and_truncation_is_reported(tmp_path):
         handle.truncate(40 * dim * 2)
     with pytest.raises(CorruptIndexError, match="before row 45"):
         rows.exact(np.array([1, 45]))
+
+
+def test_residual_codes_estimate_scores_more_finely_than_plain_codes(tmp_path):
+    import faiss
+
+    dim, count = 32, 4000
+    data, ids = clustered(count, dim), ids_for(count)
+    centroids = faiss.Kmeans(dim, 200, niter=10, seed=1)
+    centroids.train(data)
+    queries = clustered(20, dim, seed=5)
+    candidates = np.random.default_rng(2).integers(0, count, (20, 300))
+    truth = np.einsum("qcd,qd->qc", data[candidates], queries)
+    errors = {}
+    for name, cells in (("plain", None), ("residual", centroids.centroids)):
+        rows = RerankRows(tmp_path, f"rerank-{name}", dim, 0, writable=True)
+        rows.append(ids, data)
+        rows.set_codec(new_codec(dim, data, cells), cells)
+        reopened = RerankRows(tmp_path, f"rerank-{name}", dim, count, writable=False)  # codes, lists and centroids reload
+        errors[name] = np.abs(reopened.approximate_scores(queries, candidates) - truth).mean()
+    assert errors["residual"] < 0.8 * errors["plain"] and errors["plain"] < 0.1
 
 
 def test_uncommitted_rerank_rows_are_ignored_and_cut(tmp_path):

@@ -10,7 +10,8 @@ the store switches to this index:
   codes quantise each vector's residual from its list centroid ("r"), which keeps more of
   the true neighbours among the candidates than coding the vectors themselves;
 * :class:`RerankRows` re-scores the candidates: first from finer 8-bit PQ codes kept in
-  RAM (``dim / 4`` bytes per vector), then the best of those exactly, from an
+  RAM (``dim / 4`` bytes per vector, again coding the residual from the nearest coarse
+  centroid), then the best of those exactly, from an
   append-only float16 copy of every vector on disk (only the rows a query re-scores
   are read, with ``pread``; random reads cost microseconds each, so few are made).
   Results are therefore exact cosines, and recall against exact search depends only on
@@ -86,9 +87,12 @@ class RerankRows:
 
     Files ``<stem>.f16`` (``rows x dim`` float16 on disk: queries read only the rows they
     re-score; maintenance maps it to read it through), ``<stem>.ids`` (int64, in RAM), ``<stem>.pq`` (8-bit product
-    quantiser codes, ``dim / 4`` bytes per row, in RAM) and ``<stem>.codec`` (that
-    quantiser). Rows past the committed count (a save cut short) are ignored by readers
-    and cut off by writers.
+    quantiser codes, ``dim / 4`` bytes per row, in RAM), ``<stem>.codec`` (that
+    quantiser) and, for residual codes, ``<stem>.centroids`` (float32) with
+    ``<stem>.lists`` (uint16 per row, in RAM): each row's code then quantises its
+    difference from its nearest centroid, about half the vector's energy, so the same
+    bytes estimate scores about twice as finely. Rows past the committed count (a save cut
+    short) are ignored by readers and cut off by writers.
     """
 
     def __init__(self, directory: Path, stem: str, dim: int, rows: int, writable: bool):
@@ -97,12 +101,18 @@ class RerankRows:
         self._lock = threading.RLock()
         self._mapped: tuple[int, np.ndarray] | None = None
         self.codec = None
+        self.centroids: np.ndarray | None = None
         if self.codec_path.exists():
             import faiss
 
             self.codec = faiss.read_ProductQuantizer(str(self.codec_path))
-        widths = {self.vector_path: dim * 2, self.id_path: 8, self.code_path: self.code_size}
+        if self.centroid_path.exists():
+            self.centroids = np.fromfile(self.centroid_path, dtype=np.float32).reshape(-1, dim)
+        widths = {self.vector_path: dim * 2, self.id_path: 8, self.code_path: self.code_size,
+                  self.list_path: 2 if self.centroids is not None else 0}
         for path, width in widths.items():
+            if not width and not path.exists():
+                continue
             if (path.stat().st_size if path.exists() else 0) < rows * width:
                 raise CorruptIndexError(f"{path} holds fewer rows than the {rows} committed")
             if writable:  # drop rows of a save that never reached its commit point
@@ -112,6 +122,8 @@ class RerankRows:
         self._codes = _Growing(
             np.fromfile(self.code_path, dtype=np.uint8, count=rows * self.code_size).reshape(rows, self.code_size)
             if rows and self.code_size else np.zeros((0, self.code_size), np.uint8))
+        self._lists = _Growing(np.fromfile(self.list_path, dtype=np.uint16, count=rows)
+                               if rows and self.centroids is not None else np.zeros(0, np.uint16))
 
     @property
     def vector_path(self) -> Path:
@@ -128,6 +140,14 @@ class RerankRows:
     @property
     def codec_path(self) -> Path:
         return self.directory / f"{self.stem}.codec"
+
+    @property
+    def centroid_path(self) -> Path:
+        return self.directory / f"{self.stem}.centroids"
+
+    @property
+    def list_path(self) -> Path:
+        return self.directory / f"{self.stem}.lists"
 
     @property
     def code_size(self) -> int:
@@ -160,26 +180,40 @@ class RerankRows:
             self._rows += len(ids)
 
     def _append_codes(self, vectors: np.ndarray) -> None:
-        codes = self.codec.compute_codes(vectors)
+        if self.centroids is not None:
+            lists = nearest_centroids(self.centroids, vectors)
+            vectors = vectors - self.centroids[lists]
+            with open(self.list_path, "ab") as handle:
+                handle.write(lists.tobytes())
+            self._lists.append(lists)
+        codes = self.codec.compute_codes(np.ascontiguousarray(vectors))
         with open(self.code_path, "ab") as handle:
             handle.write(codes.tobytes())
         self._codes.append(codes)
 
-    def set_codec(self, codec) -> None:
-        """Use a trained ``faiss.ProductQuantizer`` and encode every stored row with it."""
+    def set_codec(self, codec, centroids: np.ndarray | None = None) -> None:
+        """Use a trained ``faiss.ProductQuantizer`` and encode every stored row with it:
+        the residual from its nearest of ``centroids`` when given (see :func:`new_codec`)."""
         import faiss
 
+        if centroids is not None and len(centroids) > np.iinfo(np.uint16).max:
+            raise ValueError("at most 65535 centroids")
         with self._lock:
             self.codec = codec
             faiss.write_ProductQuantizer(codec, str(self.codec_path))
-            self.code_path.unlink(missing_ok=True)
+            self.centroids = None if centroids is None else np.ascontiguousarray(centroids, dtype=np.float32)
+            for path in (self.code_path, self.list_path, self.centroid_path):
+                path.unlink(missing_ok=True)
+            if self.centroids is not None:
+                self.centroids.tofile(self.centroid_path)
             self._codes = _Growing(np.zeros((0, self.code_size), np.uint8))
+            self._lists = _Growing(np.zeros(0, np.uint16))
             for _, vectors in self.chunks():
                 self._append_codes(vectors)
 
     def flush(self) -> None:
         """fsync the files (before the commit point names their row count)."""
-        for path in (self.vector_path, self.id_path, self.code_path):
+        for path in (self.vector_path, self.id_path, self.code_path, self.list_path, self.centroid_path):
             if path.exists():
                 with open(path, "rb") as handle:
                     os.fsync(handle.fileno())
@@ -229,10 +263,20 @@ class RerankRows:
         # torch converts float16 about ten times faster than numpy's astype
         return block[torch.from_numpy(inverse)].float().numpy().reshape(*rows.shape, self.dim)
 
-    def decoded(self, rows: np.ndarray) -> np.ndarray:
-        """float32 reconstructions of ``rows`` from their in-RAM PQ codes."""
-        flat = rows.ravel()
-        return self.codec.decode(np.ascontiguousarray(self._codes.array[flat])).reshape(*rows.shape, self.dim)
+    def approximate_scores(self, queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Inner products of each query (``q x dim``) with its candidate ``rows`` (``q x c``),
+        estimated from the in-RAM PQ codes (plus the centroid's share for residual codes)."""
+        import torch
+
+        decoded = self.codec.decode(np.ascontiguousarray(self._codes.array[rows.ravel()])).reshape(*rows.shape, self.dim)
+        with torch.inference_mode():  # torch, not numpy BLAS: shares the embedder's thread pool
+            query_tensor = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
+            scores = torch.bmm(torch.from_numpy(decoded), query_tensor[:, :, None])[:, :, 0]
+            if self.centroids is not None:
+                to_centroids = query_tensor @ torch.from_numpy(self.centroids).T
+                lists = torch.from_numpy(self._lists.array[rows.ravel()].astype(np.int64)).reshape(rows.shape)
+                scores += torch.gather(to_centroids, 1, lists)
+            return scores.numpy()
 
     def chunks(self, keep: np.ndarray | None = None, size: int = _RERANK_CHUNK) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``(ids, float32 vectors)`` in row order, optionally only rows whose id is in ``keep``."""
@@ -267,15 +311,37 @@ def new_ivf_pq(dim: int, training: np.ndarray, nlist: int | None = None):
     return index
 
 
-def new_codec(dim: int, training: np.ndarray):
-    """A trained 8-bit product quantiser (``dim / 4`` bytes) for the middle re-ranking stage."""
+def new_codec(dim: int, training: np.ndarray, centroids: np.ndarray | None = None):
+    """A trained 8-bit product quantiser (``dim / 4`` bytes) for the middle re-ranking stage,
+    for residuals from the nearest of ``centroids`` when given."""
     import faiss
+
+    if centroids is not None:
+        training = training - centroids[nearest_centroids(centroids, training)]
 
     bits = int(min(8, max(1, math.floor(math.log2(max(len(training), 2))))))  # a tiny collection has < 256 vectors
     codec = faiss.ProductQuantizer(dim, _subquantisers(dim), bits)
     codec.cp.niter = 12
     codec.train(np.ascontiguousarray(training, dtype=np.float32))
     return codec
+
+
+def coarse_centroids(index) -> np.ndarray:
+    """The IVF index's list centroids (``nlist x dim`` float32)."""
+    import faiss
+
+    ivf = faiss.extract_index_ivf(index)
+    return ivf.quantizer.reconstruct_n(0, ivf.nlist)
+
+
+def nearest_centroids(centroids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """Index (uint16) of the L2-nearest centroid of each vector: the smallest residual."""
+    import faiss
+
+    assigner = faiss.IndexFlatL2(centroids.shape[1])
+    assigner.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    _, nearest = assigner.search(np.ascontiguousarray(vectors, dtype=np.float32), 1)
+    return nearest[:, 0].astype(np.uint16)
 
 
 def _subquantisers(dim: int) -> int:
@@ -308,9 +374,7 @@ def search_and_rerank(index, rerank: RerankRows, queries: np.ndarray, k: int, np
     rows, found = rerank.rows_of(candidates)
     keep = max(k, exact_depth)
     if rerank.codec is not None and candidates.shape[1] > keep:
-        with torch.inference_mode():  # torch, not numpy BLAS: shares the embedder's thread pool
-            decoded = torch.from_numpy(rerank.decoded(rows))
-            coarse = torch.bmm(decoded, torch.from_numpy(queries)[:, :, None])[:, :, 0].numpy()
+        coarse = rerank.approximate_scores(queries, rows)
         coarse[~found] = -np.inf
         best = np.argsort(-coarse, axis=1, kind="stable")[:, :keep]
         candidates, rows, found = (np.take_along_axis(array, best, axis=1) for array in (candidates, rows, found))

@@ -36,7 +36,7 @@ PDQ_BLOB = "pdq"  # 32 hash bytes + 1 quality byte
 METADATA_NAME = "metadata.sqlite"
 ERRORS_NAME = "errors.jsonl"
 _FAISS_STATE_KEY = "faiss_file"
-RERANK_SUFFIXES = (".f16", ".ids", ".pq", ".codec")
+RERANK_SUFFIXES = (".f16", ".ids", ".pq", ".codec", ".centroids", ".lists")
 _RERANK_STEM_KEY = "rerank_stem"
 _RERANK_ROWS_KEY = "rerank_rows"
 

@@ -201,7 +201,7 @@ class VectorIndex:
             dead = self.rerank.rows - count
             if dead and (force_compact or dead >= COMPACT_DEAD_FRACTION * self.rerank.rows):
                 rows = approximate.RerankRows(directory, stem, self.dim, 0, writable=True)
-                rows.set_codec(self.rerank.codec)
+                rows.set_codec(self.rerank.codec, self.rerank.centroids)
                 for ids, vectors in self.rerank.chunks(keep=approximate.live_ids(self._index)):
                     rows.append(ids, vectors)
                 return VectorIndex(self.dim, self._index, rerank=rows, params=self.params)
@@ -239,12 +239,13 @@ def build_approximate(dim: int, directory: Path, stem: str, chunks, count: int) 
     training = rows.sample(nlist * approximate.TRAINING_PER_LIST)
     started = time.perf_counter()
     index = approximate.new_ivf_pq(dim, training, nlist)
-    rows.set_codec(approximate.new_codec(dim, training))
+    centroids = approximate.coarse_centroids(index)
+    rows.set_codec(approximate.new_codec(dim, training, centroids), centroids)
     for ids, vectors in rows.chunks():
         index.add_with_ids(np.ascontiguousarray(vectors), ids)
     params = {"factory": approximate.factory_string(index), "nlist": nlist, "nprobe": approximate.probes_for(nlist),
               "rerank_depth": approximate.DEFAULT_RERANK_DEPTH,
-              "exact_depth": approximate.DEFAULT_EXACT_DEPTH, "rerank": f"PQ{rows.code_size}x8 in RAM, then float16 on disk", "trained_on": count,
+              "exact_depth": approximate.DEFAULT_EXACT_DEPTH, "rerank": f"residual PQ{rows.code_size}x8 in RAM, then float16 on disk", "trained_on": count,
               "training_vectors": len(training), "trained_at": time.time(),
               "build_seconds": round(time.perf_counter() - started, 1)}
     return VectorIndex(dim, index, rerank=rows, params=params)
