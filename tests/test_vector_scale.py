@@ -141,6 +141,17 @@ def test_residual_codes_estimate_scores_more_finely_than_plain_codes(tmp_path):
     assert errors["residual"] < 0.8 * errors["plain"] and errors["plain"] < 0.1
 
 
+def test_fresh_rows_ignore_a_crashed_attempts_files(tmp_path):
+    dim = 8
+    crashed = RerankRows(tmp_path, "rerank-c", dim, 0, writable=True)
+    crashed.append(ids_for(300), clustered(300, dim))
+    crashed.set_codec(new_codec(dim, clustered(300, dim)))
+    fresh = RerankRows(tmp_path, "rerank-c", dim, 0, writable=True)
+    assert fresh.codec is None and fresh.rows == 0 and not fresh.code_path.exists()
+    fresh.append(ids_for(2), clustered(2, dim))
+    assert fresh.vector_path.stat().st_size == 2 * dim * 2
+
+
 def test_uncommitted_rerank_rows_are_ignored_and_cut(tmp_path):
     dim = 4
     rows = RerankRows(tmp_path, "rerank-t", dim, 0, writable=True)

@@ -100,6 +100,10 @@ class RerankRows:
         self._rows = rows
         self._lock = threading.RLock()
         self._mapped: tuple[int, np.ndarray] | None = None
+        if writable and not rows:  # a fresh start: files of this stem are a crashed attempt's
+            for path in (self.vector_path, self.id_path, self.code_path, self.codec_path, self.centroid_path,
+                         self.list_path):
+                path.unlink(missing_ok=True)
         self.codec = None
         self.centroids: np.ndarray | None = None
         if self.codec_path.exists():
