@@ -87,10 +87,20 @@ class VectorIndex:
         return int(self._index.ntotal)
 
     def describe(self) -> dict:
-        """Type and parameters for the manifest."""
+        """Type and parameters for the manifest (search settings as this version uses them)."""
         base = {"type": self.kind, "metric": "inner_product", "dim": self.dim,
                 "approximate_from_vectors": APPROXIMATE_FROM_VECTORS}
-        return {**base, **self.params}
+        return {**base, **self.params, **self.search_settings()}
+
+    def search_settings(self) -> dict:
+        """Probes and candidate depths of an approximate index, from its list count and
+        current size (search-time choices: an index built by an older version gets this
+        version's, and the depth follows the collection's growth)."""
+        if self.rerank is None:
+            return {}
+        return {"nprobe": approximate.probes_for(int(self.params["nlist"])),
+                "rerank_depth": approximate.rerank_depth_for(self.ntotal),
+                "exact_depth": approximate.DEFAULT_EXACT_DEPTH}
 
     def check_writable(self) -> None:
         if self.read_only:
@@ -127,9 +137,9 @@ class VectorIndex:
         with self._lock:
             if self.rerank is None:
                 return self._index.search(queries, k)
-            return approximate.search_and_rerank(
-                self._index, self.rerank, queries, k, int(self.params["nprobe"]), int(self.params["rerank_depth"]),
-                int(self.params.get("exact_depth", approximate.DEFAULT_EXACT_DEPTH)))
+            settings = self.search_settings()
+            return approximate.search_and_rerank(self._index, self.rerank, queries, k, settings["nprobe"],
+                                                 settings["rerank_depth"], settings["exact_depth"])
 
     def exact_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exhaustive top-``k`` over the stored vectors (the reference for recall figures)."""
@@ -243,9 +253,8 @@ def build_approximate(dim: int, directory: Path, stem: str, chunks, count: int) 
     rows.set_codec(approximate.new_codec(dim, training, centroids), centroids)
     for ids, vectors in rows.chunks():
         index.add_with_ids(np.ascontiguousarray(vectors), ids)
-    params = {"factory": approximate.factory_string(index), "nlist": nlist, "nprobe": approximate.probes_for(nlist),
-              "rerank_depth": approximate.DEFAULT_RERANK_DEPTH,
-              "exact_depth": approximate.DEFAULT_EXACT_DEPTH, "rerank": f"residual PQ{rows.code_size}x8 in RAM, then float16 on disk", "trained_on": count,
+    params = {"factory": approximate.factory_string(index), "nlist": nlist,
+              "rerank": f"residual PQ{rows.code_size}x8 in RAM, then float16 on disk", "trained_on": count,
               "training_vectors": len(training), "trained_at": time.time(),
               "build_seconds": round(time.perf_counter() - started, 1)}
     return VectorIndex(dim, index, rerank=rows, params=params)
