@@ -43,6 +43,17 @@ def test_choice_switches_at_the_documented_size(tmp_path):
     assert description["approximate_from_vectors"] == APPROXIMATE_FROM_VECTORS
 
 
+def test_search_settings_follow_list_count_and_size():
+    from provenance.index.approximate import DEPTH_GROWS_AFTER, SHARE_FALLS_AFTER, probes_for, rerank_depth_for
+
+    assert probes_for(SHARE_FALLS_AFTER) == round(0.375 * SHARE_FALLS_AFTER)
+    shares = [probes_for(nlist) / nlist for nlist in (64, 512, 2048, 8192)]
+    assert shares[0] == pytest.approx(0.375, abs=0.01) and shares[1] == pytest.approx(0.375)
+    assert shares[1] > shares[2] > shares[3] and probes_for(8192) > probes_for(2048)  # fewer in share, more in number
+    assert rerank_depth_for(1000) == rerank_depth_for(DEPTH_GROWS_AFTER) == 1000
+    assert rerank_depth_for(10 * DEPTH_GROWS_AFTER) == 2000 and rerank_depth_for(100 * DEPTH_GROWS_AFTER) == 4000
+
+
 def test_approximate_search_agrees_with_brute_force(tmp_path):
     dim, count = 32, 8000
     data, ids = clustered(count, dim), ids_for(count)
