@@ -390,8 +390,7 @@ class Engine:
         metadata = self._store.metadata
         return IndexInfo(str(self.directory), manifest.embedder, metadata.count(), self._store.vectors.ntotal,
                          metadata.count_by("collection"), self._store.disk_usage(), manifest.created_at,
-                         manifest.updated_at, {**manifest.vector_index, **self._store.vectors.describe()},
-                         dict(manifest.thresholds))
+                         manifest.updated_at, self._store.vectors.describe(), dict(manifest.thresholds))
 
     def pdq_hashes(self) -> Iterator[tuple[Reference, str, int]]:
         """(reference, PDQ hash as ThreatExchange hex, quality 0-100) for every reference."""

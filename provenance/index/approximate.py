@@ -57,6 +57,9 @@ DEFAULT_EXACT_DEPTH = 400
 #: Coarse centroids get about this many training vectors each (FAISS warns below 39).
 TRAINING_PER_LIST = 40
 _RERANK_CHUNK = 65536
+#: Files of one set of re-ranking rows (``<stem><suffix>``): rows, ids, codes, codec,
+#: centroids and each row's centroid.
+FILE_SUFFIXES = (".f16", ".ids", ".pq", ".codec", ".centroids", ".lists")
 
 
 def lists_for(count: int) -> int:
@@ -119,8 +122,7 @@ class RerankRows:
         self._lock = threading.RLock()
         self._mapped: tuple[int, np.ndarray] | None = None
         if writable and not rows:  # a fresh start: files of this stem are a crashed attempt's
-            for path in (self.vector_path, self.id_path, self.code_path, self.codec_path, self.centroid_path,
-                         self.list_path):
+            for path in self.files():
                 path.unlink(missing_ok=True)
         self.codec = None
         self.centroids: np.ndarray | None = None
@@ -147,29 +149,36 @@ class RerankRows:
         self._lists = _Growing(np.fromfile(self.list_path, dtype=np.uint16, count=rows)
                                if rows and self.centroids is not None else np.zeros(0, np.uint16))
 
+    def files(self) -> list[Path]:
+        """Every file of these rows (:data:`FILE_SUFFIXES`), present or not."""
+        return [self._file(suffix) for suffix in FILE_SUFFIXES]
+
+    def _file(self, suffix: str) -> Path:
+        return self.directory / f"{self.stem}{suffix}"
+
     @property
     def vector_path(self) -> Path:
-        return self.directory / f"{self.stem}.f16"
+        return self._file(".f16")
 
     @property
     def id_path(self) -> Path:
-        return self.directory / f"{self.stem}.ids"
+        return self._file(".ids")
 
     @property
     def code_path(self) -> Path:
-        return self.directory / f"{self.stem}.pq"
+        return self._file(".pq")
 
     @property
     def codec_path(self) -> Path:
-        return self.directory / f"{self.stem}.codec"
+        return self._file(".codec")
 
     @property
     def centroid_path(self) -> Path:
-        return self.directory / f"{self.stem}.centroids"
+        return self._file(".centroids")
 
     @property
     def list_path(self) -> Path:
-        return self.directory / f"{self.stem}.lists"
+        return self._file(".lists")
 
     @property
     def code_size(self) -> int:
@@ -235,7 +244,7 @@ class RerankRows:
 
     def flush(self) -> None:
         """fsync the files (before the commit point names their row count)."""
-        for path in (self.vector_path, self.id_path, self.code_path, self.list_path, self.centroid_path):
+        for path in self.files():
             if path.exists():
                 with open(path, "rb") as handle:
                     os.fsync(handle.fileno())

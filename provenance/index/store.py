@@ -27,6 +27,7 @@ from typing import Any
 from ..errors import CorruptIndexError, IndexExistsError, ReadOnlyIndexError
 from .manifest import MANIFEST_NAME, Manifest, check_embedder, read_manifest, write_manifest
 from .metadata import MetadataStore
+from .approximate import FILE_SUFFIXES as RERANK_SUFFIXES
 from .approximate import RerankRows
 from .vectors import VectorIndex
 
@@ -36,7 +37,6 @@ PDQ_BLOB = "pdq"  # 32 hash bytes + 1 quality byte
 METADATA_NAME = "metadata.sqlite"
 ERRORS_NAME = "errors.jsonl"
 _FAISS_STATE_KEY = "faiss_file"
-RERANK_SUFFIXES = (".f16", ".ids", ".pq", ".codec", ".centroids", ".lists")
 _RERANK_STEM_KEY = "rerank_stem"
 _RERANK_ROWS_KEY = "rerank_rows"
 
