@@ -1,5 +1,6 @@
 """Conformance: every registered embedder must pass these."""
 
+import copy
 import time
 
 import numpy as np
@@ -91,3 +92,44 @@ def test_registry_rejects_duplicates_and_unknown_names():
         register_embedder("effnet-lite0", "x:y")
     with pytest.raises(BadInputError, match="unknown embedder"):
         create_embedder("nope")
+
+
+@pytest.mark.parametrize("side", [32, 33])
+def test_inference_rewrites_keep_outputs(side):
+    """Folded batch norms and static padding compute what the original layers compute."""
+    import torch
+    import torch.nn as nn
+    from timm.layers import BatchNormAct2d, Conv2dSame
+
+    from provenance.embedders.inference import fold_batch_norms, static_same_padding
+
+    torch.manual_seed(side)
+    block = nn.Sequential(Conv2dSame(3, 8, 3, stride=2), BatchNormAct2d(8), Conv2dSame(8, 8, 5, stride=2, groups=8),
+                          nn.BatchNorm2d(8), nn.Conv2d(8, 4, 1), BatchNormAct2d(4, apply_act=False))
+    for layer in block:
+        if isinstance(layer, nn.BatchNorm2d):  # eval-mode norms with non-trivial statistics
+            layer.running_mean.uniform_(-1, 1)
+            layer.running_var.uniform_(0.5, 2)
+            layer.weight.data.uniform_(0.5, 1.5)
+            layer.bias.data.uniform_(-0.5, 0.5)
+    block.eval()
+    inputs = torch.randn(2, 3, side, side)
+    with torch.inference_mode():
+        expected = block(inputs)
+    rewritten = static_same_padding(fold_batch_norms(copy.deepcopy(block)), inputs[:1])
+    assert not any(isinstance(layer, (nn.BatchNorm2d, Conv2dSame)) for layer in rewritten.modules())
+    with torch.inference_mode():
+        assert torch.allclose(rewritten(inputs), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("image_size", [224, 200])
+def test_effnet_inference_model_matches_timm_model(image_size):
+    import torch
+
+    from provenance.embedders.effnet import build_lite0_model
+
+    inputs = torch.rand(2, 3, image_size, image_size) * 2 - 1
+    with torch.inference_mode():
+        expected = build_lite0_model().forward_features(inputs)
+        rewritten = build_lite0_model(image_size=image_size).forward_features(inputs)
+    assert torch.allclose(rewritten, expected, atol=1e-4 * float(expected.abs().max()))

