@@ -342,32 +342,39 @@ class Engine:
         scores, ids = self._store.vectors.search(vectors, SEARCH_DEPTH) if flat else (None, None)
         starts = np.cumsum([0] + [len(image_views) for image_views in views])
 
-        def judge(number: int) -> QueryResult:
+        def judge(number: int, pool: ThreadPoolExecutor | None = None) -> QueryResult:
             query_started = time.perf_counter()
             rows = slice(starts[number], starts[number + 1])
             hits = ids[rows] if self.use_regions else np.where(region_numbers(ids[rows]) == 0, ids[rows], -1)
             candidates = best_per_reference(scores[rows], reference_ids(hits), np.arange(len(views[number])))
-            result = self._judge(describe_source(images[number]), features[number], candidates, top_k)
+            result = self._judge(describe_source(images[number]), features[number], candidates, top_k, pool)
             return _with_seconds(result, time.perf_counter() - query_started)
 
-        if len(images) > 1:
-            # keypoints and RANSAC of one image overlap another's (OpenCV and torch release the GIL)
-            with ThreadPoolExecutor(min(len(images), JUDGE_THREADS)) as pool:
+        # keypoints and RANSAC release the GIL: a batch verifies images side by side, a
+        # single image its candidates
+        with ThreadPoolExecutor(JUDGE_THREADS) as pool:
+            if len(images) > 1:
                 results = list(pool.map(judge, range(len(images))))
-        else:
-            results = [judge(0)] if images else []
+            else:
+                results = [judge(0, pool)] if images else []
         # decoding, embedding and search are shared by the batch; verification may overlap
         shared = max(0.0, time.perf_counter() - started - sum(result.seconds for result in results)) / max(1, len(images))
         return [_with_seconds(result, result.seconds + shared) for result in results]
 
-    def _judge(self, name: str, features: QueryFeatures, candidates: dict[int, Candidate], top_k: int) -> QueryResult:
+    def _judge(self, name: str, features: QueryFeatures, candidates: dict[int, Candidate], top_k: int,
+               pool: ThreadPoolExecutor | None = None) -> QueryResult:
+        if pool is not None and self.verify:
+            # the keypoints verification will need (the whole query's nearly always) are
+            # extracted side by side, and beside the PDQ hashing
+            top = sorted(candidates.values(), key=lambda candidate: -candidate.similarity)[:VERIFY_CANDIDATES]
+            features.prefetch([0] + [candidate.view for candidate in top], pool)
         if self.use_pdq:
             for distance, ref_id in zip(*self._store.search_pdq(features.pdq_variants())):
                 candidates.setdefault(int(ref_id), Candidate(int(ref_id))).pdq_distance = int(distance)
         ranked = sorted(candidates.values(), key=lambda candidate: (-candidate.similarity, candidate.ref_id))
         if self.verify:
             to_verify = ranked[:VERIFY_CANDIDATES] + [c for c in ranked[VERIFY_CANDIDATES:] if c.pdq_distance is not None]
-            verify_candidates(to_verify, features, self._store.load_keypoints)
+            verify_candidates(to_verify, features, self._store.load_keypoints, pool)
         best = sorted(candidates.values(), key=lambda candidate: (-candidate.score(), candidate.ref_id))[:top_k]
         return self._make_result(name, best)
 

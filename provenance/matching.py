@@ -12,6 +12,7 @@ Scores are comparable across queries and ordered by evidence:
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -90,13 +91,24 @@ class QueryFeatures:
     """Lazily computed local features of a query's views (each computed once)."""
 
     views: list
-    _keypoints: dict[int, tuple[Keypoints, Keypoints]] = field(default_factory=dict)
+    _keypoints: dict[int, tuple[Keypoints, Keypoints] | Future] = field(default_factory=dict)
 
     def keypoints(self, view: int) -> tuple[Keypoints, Keypoints]:
         base = self.base_view(view)
         if base not in self._keypoints:
             self._keypoints[base] = extract_keypoints_with_mirror(self.views[base].image)
-        return self._keypoints[base]
+        pair = self._keypoints[base]
+        return pair.result() if isinstance(pair, Future) else pair
+
+    def prefetch(self, views: list[int], pool) -> None:
+        """Start extracting the keypoints that ``views`` need on ``pool`` (an executor).
+
+        Call it from the thread that will later call :meth:`keypoints`, before any task
+        that waits on them is submitted to the same pool (which then never deadlocks).
+        """
+        for base in dict.fromkeys(self.base_view(view) for view in views):
+            if base not in self._keypoints:
+                self._keypoints[base] = pool.submit(extract_keypoints_with_mirror, self.views[base].image)
 
     def base_view(self, view: int) -> int:
         """The unmirrored view whose keypoints (plain and mirrored) serve ``view``."""
@@ -110,21 +122,34 @@ class QueryFeatures:
         return hashes if quality >= PDQ_MIN_QUALITY else []  # flat images give unreliable hashes
 
 
-def verify_candidates(candidates: list[Candidate], features: QueryFeatures, load_keypoints) -> None:
+def verify_candidates(candidates: list[Candidate], features: QueryFeatures, load_keypoints, pool=None) -> None:
     """Geometrically verify each candidate (in place), trying the query view that found it
-    and the whole query, each with its mirror image."""
-    for candidate in candidates:
-        reference = load_keypoints(candidate.ref_id)
-        if reference is None or len(reference) < 3:
-            continue
-        tried = []
-        for view in dict.fromkeys((features.base_view(candidate.view), 0)):
-            plain, mirrored = features.keypoints(view)
-            outcome = verify_with_mirror(plain, mirrored, reference)
-            tried.append(outcome)
-            if outcome.verified:
-                break
-        candidate.verification = max(tried, key=lambda item: (item.verified, item.inliers))
+    and the whole query, each with its mirror image.
+
+    With ``pool`` (an executor), the query views' keypoints are extracted and the
+    candidates verified concurrently: SIFT and RANSAC release the GIL, so one query
+    uses the cores its embedding left idle.
+    """
+    references = {candidate.ref_id: load_keypoints(candidate.ref_id) for candidate in candidates}
+    usable = [candidate for candidate in candidates
+              if references[candidate.ref_id] is not None and len(references[candidate.ref_id]) >= 3]
+    if pool is None:
+        for candidate in usable:
+            _verify_one(candidate, features, references[candidate.ref_id])
+        return
+    features.prefetch([0] + [candidate.view for candidate in usable], pool)
+    list(pool.map(lambda candidate: _verify_one(candidate, features, references[candidate.ref_id]), usable))
+
+
+def _verify_one(candidate: Candidate, features: QueryFeatures, reference: Keypoints) -> None:
+    tried = []
+    for view in dict.fromkeys((features.base_view(candidate.view), 0)):
+        plain, mirrored = features.keypoints(view)
+        outcome = verify_with_mirror(plain, mirrored, reference)
+        tried.append(outcome)
+        if outcome.verified:
+            break
+    candidate.verification = max(tried, key=lambda item: (item.verified, item.inliers))
 
 
 def match_from(candidate: Candidate, reference: Reference, verdict: str) -> Match:

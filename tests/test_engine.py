@@ -128,7 +128,7 @@ def test_query_batch_equals_single_queries(engine, photos):
     batch = engine.query_batch(probes, top_k=3)
     singles = [engine.query(probe, top_k=3) for probe in probes]
     for one, other in zip(batch, singles):
-        assert [m.ref_id for m in one.matches] == [m.ref_id for m in other.matches]
+        assert [(m.ref_id, m.verdict, m.inliers) for m in one.matches] == [(m.ref_id, m.verdict, m.inliers) for m in other.matches]
         assert np.allclose([m.score for m in one.matches], [m.score for m in other.matches], atol=1e-4)
 
 

@@ -55,3 +55,20 @@ def test_calibrate_stores_thresholds(tmp_path, effnet, photo_folder):
             assert engine.query(path).verdict == "no_match"
     with Engine.open(tmp_path / "index") as reopened:
         assert reopened.similar_threshold == report.thresholds["similar"]
+
+
+def test_prefetched_keypoints_equal_lazily_extracted_ones():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from provenance.matching import QueryFeatures
+    from provenance.regions import query_views
+
+    from .conftest import synthetic_photo
+
+    views = query_views(synthetic_photo(3, size=(240, 200)))
+    lazy = QueryFeatures(views)
+    with ThreadPoolExecutor(2) as pool:
+        prefetched = QueryFeatures(views)
+        prefetched.prefetch(list(range(len(views))), pool)
+        for view in range(len(views)):
+            assert prefetched.keypoints(view) == lazy.keypoints(view)

@@ -204,7 +204,7 @@ def match_descriptors(
     if len(query) < 1 or len(reference) < 2:
         return empty
     if query.method == "sift":
-        good = _sift_ratio_matches(_root_sift(query.descriptors), _root_sift(reference.descriptors), ratio)
+        good = _sift_ratio_matches(query.root_sift, reference.root_sift, ratio)
     else:
         matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
         pairs = matcher.knnMatch(query.descriptors, reference.descriptors, k=2)
@@ -238,13 +238,6 @@ def _sift_ratio_matches(query: np.ndarray, reference: np.ndarray, ratio: float) 
     top2 = top2.numpy()
     keep = np.flatnonzero(distance[:, 0] < ratio * distance[:, 1])
     return list(zip(distance[keep, 0].tolist(), keep.tolist(), top2[keep, 0].tolist()))
-
-
-def _root_sift(desc: np.ndarray) -> np.ndarray:
-    """RootSIFT (Arandjelovic & Zisserman 2012): L1-normalise, then square root."""
-    d = desc.astype(np.float32)
-    d /= d.sum(axis=1, keepdims=True) + 1e-7
-    return np.sqrt(d)
 
 
 def _fit_transform(model: str, src: np.ndarray, dst: np.ndarray, threshold: float):

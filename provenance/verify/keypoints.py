@@ -19,6 +19,7 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -68,6 +69,18 @@ class Keypoints:
 
     def __len__(self) -> int:
         return len(self.xy)
+
+    @cached_property
+    def root_sift(self) -> np.ndarray:
+        """RootSIFT descriptors (Arandjelovic & Zisserman 2012): L1-normalised, then square-rooted.
+
+        Computed once per keypoint set: a query's are matched against every candidate.
+        """
+        if self.method != "sift":
+            raise ValueError("RootSIFT needs SIFT descriptors")
+        descriptors = self.descriptors.astype(np.float32)
+        descriptors /= descriptors.sum(axis=1, keepdims=True) + 1e-7
+        return np.sqrt(descriptors)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Keypoints):
