@@ -39,6 +39,8 @@ def reindex(
     rebuild: bool = typer.Option(False, "--rebuild", help="Delete the index and start over."),
     embedder: str = typer.Option("effnet-lite0", help="Embedder for a new index."),
     workers: Optional[int] = typer.Option(None, help="Decode worker processes (default: cores - 1)."),
+    file_timeout: float = typer.Option(60.0, "--file-timeout", min=0.1,
+                                       help="Seconds a file may take to read and prepare before it is skipped."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Index every image of SOURCE; already-indexed images are skipped, changed ones re-embedded."""
@@ -57,7 +59,8 @@ def reindex(
             (bar.write if bar is not None else typer.echo)(f"skipped bad image: {message}", file=sys.stderr)
 
         with engine:
-            summary = engine.reindex(source, progress=progress, workers=workers, on_error=report_error)
+            summary = engine.reindex(source, progress=progress, workers=workers, on_error=report_error,
+                                         file_timeout=file_timeout)
         if bar is not None:
             bar.close()
     except ProvenanceError as exc:

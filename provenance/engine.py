@@ -19,8 +19,8 @@ from .index.metadata import Reference
 from .index.manifest import MANIFEST_NAME
 from .index.store import PDQ_BLOB, IndexStore
 from .index.vectors import reference_ids, region_numbers, vector_ids
-from .ingest import (Preparer, PreparedReference, ProgressCallback, batched, model_threads_beside, pool_workers,
-                     prepare_all)
+from .ingest import (DEFAULT_FILE_TIMEOUT, Preparer, PreparedReference, ProgressCallback, batched, model_threads_beside,
+                     pool_workers, prepare_all)
 from .matching import VERIFY_CANDIDATES, Candidate, QueryFeatures, best_per_reference, match_from, reference_blobs, verify_candidates
 from .results import VERDICT_NO_MATCH, IndexInfo, QueryResult, ReindexSummary
 from .regions import DEFAULT_REGIONS, Box, query_views
@@ -180,13 +180,16 @@ class Engine:
 
     def reindex(self, source: str | os.PathLike, *, progress: ProgressCallback | None = None,
                 workers: int | None = None, batch_size: int = EMBED_BATCH,
-                on_error: Callable[[str], None] | None = None) -> ReindexSummary:
+                on_error: Callable[[str], None] | None = None,
+                file_timeout: float | None = DEFAULT_FILE_TIMEOUT) -> ReindexSummary:
         """Index every image of a folder or manifest; already-indexed content is skipped.
 
         A file whose path is indexed with different content is re-embedded and replaces
         the old entry. Bad images are reported to ``on_error``, recorded in the summary and
         in ``errors.jsonl`` in the index directory; they never stop the run. Progress is committed every
         ``CHECKPOINT_EVERY`` references, so an interrupted run resumes where it stopped.
+        A file that gives nothing within ``file_timeout`` seconds (a stuck mount or pipe, a
+        hung decoder, a crashed worker) fails like a bad image.
         Large sources are decoded in spawned worker processes (``workers``; 0 decodes in
         this process), so a script that calls this needs an ``if __name__ == "__main__"``
         guard, as with any spawn-based multiprocessing. While workers run, torch is limited
@@ -202,7 +205,7 @@ class Engine:
             preparer = self._preparer(frozenset(known))
             counts = {"added": 0, "skipped": 0, "replaced": 0, "failed": 0}
             errors: list[str] = []
-            stream = prepare_all(records, preparer, workers)
+            stream = prepare_all(records, preparer, workers, file_timeout)
             with model_threads_beside(pool_workers(records, workers)):
                 self._reindex_stream(stream, len(records), batch_size, known, indexed_by_path, counts, errors,
                                      progress, on_error)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import threading
 import time
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
@@ -25,6 +27,11 @@ from .sources import SourceRecord
 
 #: Below this many references a worker pool costs more to start than it saves.
 POOL_THRESHOLD = 64
+#: Seconds a reference file may take to read and prepare before it is skipped as stuck;
+#: a noisy 48-megapixel PNG took 2.5 s to prepare on the 2-core dev machine.
+DEFAULT_FILE_TIMEOUT = 60.0
+#: Files queued per worker process: enough to keep workers busy, few to re-queue after a stuck file.
+IN_FLIGHT_PER_WORKER = 4
 
 
 @dataclass(frozen=True)
@@ -135,19 +142,72 @@ def model_threads_beside(workers: int) -> Iterator[None]:
 
 
 def prepare_all(
-    records: list[SourceRecord], preparer: Preparer, workers: int | None = None
+    records: list[SourceRecord], preparer: Preparer, workers: int | None = None,
+    file_timeout: float | None = DEFAULT_FILE_TIMEOUT,
 ) -> Iterator[PreparedReference]:
-    """Yield prepared references in input order, decoding in worker processes when it pays."""
+    """Yield prepared references in input order, decoding in worker processes when it pays.
+
+    A file that yields nothing within ``file_timeout`` seconds (a stuck network mount, a
+    pipe, a decoder that never returns, a worker that died) comes back as a failure and
+    the run goes on: in a pool its worker processes are replaced, in this process the
+    stuck thread is abandoned. ``None`` waits forever.
+    """
     workers = pool_workers(records, workers)
     if workers == 0:
-        yield from map(preparer, records)
+        for record in records:
+            yield _prepare_within(preparer, record, file_timeout)
         return
+    yield from _prepare_in_pool(records, preparer, workers, file_timeout)
+
+
+def _prepare_within(preparer: Preparer, record: SourceRecord, timeout: float | None) -> PreparedReference:
+    if timeout is None:
+        return preparer(record)
+    outcome: list[PreparedReference] = []
+    # a daemon thread: one stuck in a read never keeps the process from exiting
+    thread = threading.Thread(target=lambda: outcome.append(preparer(record)), daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return outcome[0] if outcome else _timed_out(record, timeout)
+
+
+def _prepare_in_pool(records: list[SourceRecord], preparer: Preparer, workers: int,
+                     timeout: float | None) -> Iterator[PreparedReference]:
     # spawn, not fork: a forked child inherits the parent's OpenCV/OpenMP thread pools
     # in a broken state and deadlocks in SIFT once the parent has used them. Like any
     # spawn-based multiprocessing, a calling script needs an `if __name__ == "__main__"` guard.
     context = multiprocessing.get_context("spawn")
-    with context.Pool(workers, initializer=_init_worker, initargs=(preparer,)) as pool:
-        yield from pool.imap(_prepare_in_worker, records, chunksize=8)
+    upcoming = iter(records)
+    in_flight: deque = deque()  # (record, AsyncResult), oldest first
+    pool = _start_pool(context, workers, preparer)
+    try:
+        while True:
+            while len(in_flight) < IN_FLIGHT_PER_WORKER * workers and (record := next(upcoming, None)) is not None:
+                in_flight.append((record, pool.apply_async(_prepare_in_worker, (record,))))
+            if not in_flight:
+                return
+            record, pending = in_flight.popleft()
+            try:
+                # every older file is done, so this one has been running for at most the wait
+                prepared = pending.get(timeout)
+            except multiprocessing.TimeoutError:
+                prepared = _timed_out(record, timeout)
+                pool.terminate()  # the only way to stop a stuck worker
+                pool = _start_pool(context, workers, preparer)
+                in_flight = deque((waiting, pool.apply_async(_prepare_in_worker, (waiting,))) for waiting, _ in in_flight)
+            yield prepared
+    finally:
+        pool.terminate()
+
+
+def _start_pool(context, workers: int, preparer: Preparer):
+    pool = context.Pool(workers, initializer=_init_worker, initargs=(preparer,))
+    pool.apply(os.getpid)  # a worker is up: its start-up never counts against a file's time
+    return pool
+
+
+def _timed_out(record: SourceRecord, timeout: float | None) -> PreparedReference:
+    return PreparedReference(record, None, error=f"{record.file}: nothing after {timeout:g} s (a slow or stuck file)")
 
 
 def batched(items: Iterable, size: int) -> Iterator[list]:

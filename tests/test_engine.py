@@ -151,3 +151,30 @@ def test_info_reports_counts(engine):
     details = engine.info()
     assert details.references == 6 and details.vectors == 6 * len(engine.regions)
     assert details.embedder["name"] == "effnet-lite0" and details.disk_bytes > 0
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_stuck_file_is_skipped_and_the_run_goes_on(tmp_path, effnet, photo_folder, monkeypatch, workers):
+    import json
+    import os
+
+    import provenance.ingest as ingest
+
+    monkeypatch.setattr(ingest, "POOL_THRESHOLD", 1)
+    stuck = tmp_path / "stuck.jpg"
+    os.mkfifo(stuck)  # opening a pipe that nobody writes blocks forever, like a hung mount
+    photos = sorted(path for path in photo_folder.rglob("*") if path.suffix.lower() == ".jpg")
+    manifest = tmp_path / "refs.jsonl"
+    manifest.write_text("".join(json.dumps({"path": str(path)}) + "\n" for path in photos[:2] + [stuck] + photos[2:]))
+    seen = []
+    try:
+        with Engine.create(tmp_path / "idx", effnet) as built:
+            summary = built.reindex(manifest, workers=workers, on_error=seen.append, file_timeout=2.0)
+            assert (summary.added, summary.failed) == (len(photos), 1)
+            assert len(seen) == 1 and "stuck.jpg" in seen[0] and "nothing after 2 s" in seen[0]
+            assert {match.path for match in built.query(photos[-1]).matches if match.verdict == "copy"} == {str(photos[-1])}
+    finally:
+        try:  # let a reader still blocked in this process see end-of-file and finish
+            os.close(os.open(stuck, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
