@@ -68,8 +68,11 @@ def memory_probe(index: str, bench: str, seed: int) -> None:
     """Run in a fresh process: resident memory before and after opening the index read-only."""
     from PIL import Image
 
+    from concurrent.futures import ThreadPoolExecutor
+
     from provenance import Engine
     from provenance.embedders import create_embedder
+    from provenance.engine import JUDGE_THREADS
     from provenance.index.manifest import read_manifest
     from provenance.verify.keypoints import extract_keypoints_with_mirror
 
@@ -77,7 +80,10 @@ def memory_probe(index: str, bench: str, seed: int) -> None:
     stored = read_manifest(Path(index)).embedder
     embedder = create_embedder(stored["name"], **stored.get("options", {}))
     embedder.embed([Image.new("RGB", (300, 300), "gray")] * 8)  # model and activations in memory
-    extract_keypoints_with_mirror(images[0])
+    # SIFT's scratch memory, in the threads a single query verifies on (each holds its
+    # own malloc arena): a per-process cost like the model's, not a per-reference one
+    with ThreadPoolExecutor(JUDGE_THREADS) as pool:
+        list(pool.map(extract_keypoints_with_mirror, images[:8]))
     before = rss()
     engine = Engine.open(index, embedder=embedder, read_only=True)
     lend_keypoints(engine)
