@@ -30,6 +30,22 @@ def test_flat_search_equals_brute_force():
     assert np.allclose(scores, np.take_along_axis(brute, expected, axis=1), atol=1e-5)
 
 
+def test_flat_search_after_removals_and_memory_mapped_equals_brute_force(tmp_path):
+    store = _store_with_refs(tmp_path, 300)
+    data = _unit(np.random.default_rng(2), 300)  # the vectors _store_with_refs added
+    removed = set(range(0, 300, 3))
+    store.remove_references(sorted(removed))
+    store.save()
+    live = np.array([ref_id for ref_id in range(300) if ref_id not in removed])
+    queries = _unit(np.random.default_rng(3), 12)
+    brute = queries @ data[live].T
+    order = np.argsort(-brute, axis=1)[:, :10]
+    for searched in (store, IndexStore.open(tmp_path / "idx", DESCRIPTION, read_only=True)):
+        scores, found = searched.vectors.search(queries, 10)
+        assert np.array_equal(found, vector_ids(live[order], np.zeros_like(order)))
+        assert np.allclose(scores, np.take_along_axis(brute, order, axis=1), atol=1e-5)
+
+
 def test_vector_id_packing_round_trips():
     refs = np.array([0, 1, 12345, 2**40])
     regions = np.array([0, 15, 3, 7])

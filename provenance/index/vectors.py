@@ -136,10 +136,28 @@ class VectorIndex:
         k = max(1, min(k, max(1, self.ntotal)))
         with self._lock:
             if self.rerank is None:
-                return self._index.search(queries, k)
+                return self._flat_search(queries, k)
             settings = self.search_settings()
             return approximate.search_and_rerank(self._index, self.rerank, queries, k, settings["nprobe"],
                                                  settings["rerank_depth"], settings["exact_depth"])
+
+    def _flat_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        # one matrix product over the stored (or memory-mapped) vectors in torch, which
+        # shares the embedder's thread pool: about 2 ms for 7 queries against 6,900
+        # vectors, where IndexFlatIP.search took 5-10 ms
+        import faiss
+        import torch
+
+        flat = faiss.downcast_index(self._index.index)
+        count = flat.ntotal
+        if count == 0 or not isinstance(flat, faiss.IndexFlat):
+            return self._index.search(queries, k)
+        stored = faiss.rev_swig_ptr(flat.get_xb(), count * self.dim).reshape(count, self.dim)
+        ids = faiss.rev_swig_ptr(self._index.id_map.data(), count)
+        with torch.inference_mode():
+            scores = torch.from_numpy(queries) @ torch.from_numpy(stored).T
+            top_scores, top_rows = torch.topk(scores, min(k, count), dim=1)
+        return top_scores.numpy(), ids[top_rows.numpy()].astype(np.int64)
 
     def exact_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exhaustive top-``k`` over the stored vectors (the reference for recall figures)."""
