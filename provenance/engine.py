@@ -366,11 +366,8 @@ class Engine:
 
     def _judge(self, name: str, features: QueryFeatures, candidates: dict[int, Candidate], top_k: int,
                pool: ThreadPoolExecutor | None = None) -> QueryResult:
-        if pool is not None and self.verify:
-            # the keypoints verification will need (the whole query's nearly always) are
-            # extracted side by side, and beside the PDQ hashing
-            top = sorted(candidates.values(), key=lambda candidate: -candidate.similarity)[:VERIFY_CANDIDATES]
-            features.prefetch([0] + [candidate.view for candidate in top], pool)
+        # PDQ before verification starts its keypoint threads: beside them, FAISS's own
+        # threads searching the hashes only compete for the cores (no gain, interleaved runs)
         if self.use_pdq:
             for distance, ref_id in zip(*self._store.search_pdq(features.pdq_variants())):
                 candidates.setdefault(int(ref_id), Candidate(int(ref_id))).pdq_distance = int(distance)

@@ -130,6 +130,8 @@ def verify_candidates(candidates: list[Candidate], features: QueryFeatures, load
     candidates verified concurrently: SIFT and RANSAC release the GIL, so one query
     uses the cores its embedding left idle.
     """
+    if pool is not None and candidates:  # the keypoints are extracted while references load
+        features.prefetch([0] + [candidate.view for candidate in candidates], pool)
     references = {candidate.ref_id: load_keypoints(candidate.ref_id) for candidate in candidates}
     usable = [candidate for candidate in candidates
               if references[candidate.ref_id] is not None and len(references[candidate.ref_id]) >= 3]
@@ -137,7 +139,6 @@ def verify_candidates(candidates: list[Candidate], features: QueryFeatures, load
         for candidate in usable:
             _verify_one(candidate, features, references[candidate.ref_id])
         return
-    features.prefetch([0] + [candidate.view for candidate in usable], pool)
     list(pool.map(lambda candidate: _verify_one(candidate, features, references[candidate.ref_id]), usable))
 
 
