@@ -60,7 +60,7 @@ def reindex(
 
         with engine:
             summary = engine.reindex(source, progress=progress, workers=workers, on_error=report_error,
-                                         file_timeout=file_timeout)
+                                     file_timeout=file_timeout)
         if bar is not None:
             bar.close()
     except ProvenanceError as exc:

@@ -30,9 +30,9 @@ POOL_THRESHOLD = 64
 #: Seconds a reference file may take to read and prepare before it is skipped as stuck;
 #: a noisy 48-megapixel PNG took 2.5 s to prepare on the 2-core dev machine.
 DEFAULT_FILE_TIMEOUT = 60.0
-#: Files queued per worker process. Workers only stay busy while the parent embeds a
-#: batch if the queue holds more than a batch (with 4 per worker, a full reindex ran at 7.8 img/s
-#: against 14 with an unbounded queue); the bound keeps memory flat on a slow model.
+#: Files queued per worker process. Workers stay busy while the parent embeds a batch
+#: only if the queue holds more than a batch (with 4, a full reindex ran at 7.8 img/s,
+#: with 64 at 13.1); the bound keeps memory flat when the model is the slower side.
 IN_FLIGHT_PER_WORKER = 64
 
 
@@ -196,7 +196,9 @@ def _prepare_in_pool(records: list[SourceRecord], preparer: Preparer, workers: i
                 prepared = _timed_out(record, timeout)
                 pool.terminate()  # the only way to stop a stuck worker
                 pool = _start_pool(context, workers, preparer)
-                in_flight = deque((waiting, pool.apply_async(_prepare_in_worker, (waiting,))) for waiting, _ in in_flight)
+                # results that arrived before the restart stay valid; the rest are sent again
+                in_flight = deque((waiting, done if done.ready() else pool.apply_async(_prepare_in_worker, (waiting,)))
+                                  for waiting, done in in_flight)
             yield prepared
     finally:
         pool.terminate()

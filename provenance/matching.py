@@ -127,8 +127,8 @@ def verify_candidates(candidates: list[Candidate], features: QueryFeatures, load
     and the whole query, each with its mirror image.
 
     With ``pool`` (an executor), the query views' keypoints are extracted and the
-    candidates verified concurrently: SIFT and RANSAC release the GIL, so one query
-    uses the cores its embedding left idle.
+    candidates verified concurrently: SIFT, RANSAC and the descriptor products release
+    the GIL, so one query verifies on every thread of the pool.
     """
     if pool is not None and candidates:  # the keypoints are extracted while references load
         features.prefetch([0] + [candidate.view for candidate in candidates], pool)

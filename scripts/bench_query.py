@@ -66,9 +66,9 @@ def rss() -> dict[str, int]:
 
 def memory_probe(index: str, bench: str, seed: int) -> None:
     """Run in a fresh process: resident memory before and after opening the index read-only."""
-    from PIL import Image
-
     from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
 
     from provenance import Engine
     from provenance.embedders import create_embedder

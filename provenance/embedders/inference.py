@@ -17,8 +17,8 @@ def fold_batch_norms(module: Any) -> Any:
 
     A timm ``BatchNormAct2d`` keeps its dropout and activation; a plain batch norm becomes
     the identity. Children are paired in registration order, which is forward order in
-    the convolution blocks this is meant for (timm's EfficientNet, MobileNet, ResNet
-    blocks); :func:`check_same_outputs` is how a caller confirms it for a new model.
+    the convolution blocks this is meant for (timm's EfficientNet and MobileNet blocks);
+    the embedder's tests compare the rewritten model's outputs with the original's.
     """
     import torch.nn as nn
     from torch.nn.utils.fusion import fuse_conv_bn_eval
