@@ -338,24 +338,26 @@ class Engine:
             raise BadInputError("top_k must be at least 1")
         started = time.perf_counter()
         self._follow_writers()
-        views = [self._views(load_image(image, target_size=QUERY_DECODE_SIZE).image) for image in images]
-        features = [QueryFeatures(image_views) for image_views in views]
-        flat = [view.image for image_views in views for view in image_views]
-        vectors = self.embedder.embed(flat) if flat else np.zeros((0, self.embedder.dim), np.float32)
-        scores, ids = self._store.vectors.search(vectors, SEARCH_DEPTH) if flat else (None, None)
-        starts = np.cumsum([0] + [len(image_views) for image_views in views])
-
-        def judge(number: int, pool: ThreadPoolExecutor | None = None) -> QueryResult:
-            query_started = time.perf_counter()
-            rows = slice(starts[number], starts[number + 1])
-            hits = ids[rows] if self.use_regions else np.where(region_numbers(ids[rows]) == 0, ids[rows], -1)
-            candidates = best_per_reference(scores[rows], reference_ids(hits), np.arange(len(views[number])))
-            result = self._judge(describe_source(images[number]), features[number], candidates, top_k, pool)
-            return _with_seconds(result, time.perf_counter() - query_started)
-
-        # keypoints and RANSAC release the GIL: a batch verifies images side by side, a
-        # single image its candidates
         with ThreadPoolExecutor(JUDGE_THREADS) as pool:
+            # decoding, view crops and resizing release the GIL too: a batch prepares images side by side
+            prepared = list((pool.map if len(images) > 1 else map)(self._prepare_query, images))
+            views = [image_views for image_views, _ in prepared]
+            features = [QueryFeatures(image_views) for image_views in views]
+            if prepared:
+                vectors = self.embedder.embed_arrays(np.concatenate([arrays for _, arrays in prepared]))
+                scores, ids = self._store.vectors.search(vectors, SEARCH_DEPTH)
+            starts = np.cumsum([0] + [len(image_views) for image_views in views])
+
+            def judge(number: int, pool: ThreadPoolExecutor | None = None) -> QueryResult:
+                query_started = time.perf_counter()
+                rows = slice(starts[number], starts[number + 1])
+                hits = ids[rows] if self.use_regions else np.where(region_numbers(ids[rows]) == 0, ids[rows], -1)
+                candidates = best_per_reference(scores[rows], reference_ids(hits), np.arange(len(views[number])))
+                result = self._judge(describe_source(images[number]), features[number], candidates, top_k, pool)
+                return _with_seconds(result, time.perf_counter() - query_started)
+
+            # keypoints and RANSAC release the GIL: a batch verifies images side by side, a
+            # single image its candidates
             if len(images) > 1:
                 results = list(pool.map(judge, range(len(images))))
             else:
@@ -363,6 +365,11 @@ class Engine:
         # decoding, embedding and search are shared by the batch; verification may overlap
         shared = max(0.0, time.perf_counter() - started - sum(result.seconds for result in results)) / max(1, len(images))
         return [_with_seconds(result, result.seconds + shared) for result in results]
+
+    def _prepare_query(self, image: ImageSource) -> tuple[list, np.ndarray]:
+        """The views of one query image and their model inputs (uint8, one per view)."""
+        views = self._views(load_image(image, target_size=QUERY_DECODE_SIZE).image)
+        return views, np.stack([self.embedder.preprocessing.to_array(view.image) for view in views])
 
     def _judge(self, name: str, features: QueryFeatures, candidates: dict[int, Candidate], top_k: int,
                pool: ThreadPoolExecutor | None = None) -> QueryResult:
