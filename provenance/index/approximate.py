@@ -57,6 +57,9 @@ DEFAULT_EXACT_DEPTH = 400
 #: Coarse centroids get about this many training vectors each (FAISS warns below 39).
 TRAINING_PER_LIST = 40
 _RERANK_CHUNK = 65536
+#: Query vectors whose candidates are decoded together in the middle stage: the views of
+#: one image (up to 7) share about two thirds of theirs; more queries only grow the product.
+SCORE_GROUP = 8
 #: Files of one set of re-ranking rows (``<stem><suffix>``): rows, ids, codes, codec,
 #: centroids and each row's centroid.
 FILE_SUFFIXES = (".f16", ".ids", ".pq", ".codec", ".centroids", ".lists")
@@ -263,9 +266,13 @@ class RerankRows:
         flat = np.asarray(ids, dtype=np.int64)
         if not len(stored):
             return np.zeros(flat.shape, np.int64), np.zeros(flat.shape, bool)
-        rows = np.minimum(np.searchsorted(stored, flat), len(stored) - 1)
-        found = (flat >= 0) & (stored[rows] == flat)
-        return np.where(found, rows, 0), found
+        # sorted unique keys: numpy's binary search then starts each key where the last
+        # ended, and a query's views share most candidates (10 ms -> 3 ms at 3M rows)
+        unique, inverse = np.unique(flat, return_inverse=True)
+        rows = np.minimum(np.searchsorted(stored, unique), len(stored) - 1)
+        found = (unique >= 0) & (stored[rows] == unique)
+        inverse = inverse.reshape(flat.shape)
+        return np.where(found, rows, 0)[inverse], found[inverse]
 
     def exact(self, rows: np.ndarray) -> np.ndarray:
         """float32 vectors of ``rows`` (any shape) from the float16 file.
@@ -296,18 +303,28 @@ class RerankRows:
 
     def approximate_scores(self, queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Inner products of each query (``q x dim``) with its candidate ``rows`` (``q x c``),
-        estimated from the in-RAM PQ codes (plus the centroid's share for residual codes)."""
+        estimated from the in-RAM PQ codes (plus the centroid's share for residual codes).
+
+        The views of one image share most candidates, so each group of
+        :data:`SCORE_GROUP` queries decodes its distinct rows once and scores them
+        against the whole group with one matrix product.
+        """
         import torch
 
-        decoded = self.codec.decode(np.ascontiguousarray(self._codes.array[rows.ravel()])).reshape(*rows.shape, self.dim)
-        with torch.inference_mode():  # torch, not numpy BLAS: shares the embedder's thread pool
-            query_tensor = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
-            scores = torch.bmm(torch.from_numpy(decoded), query_tensor[:, :, None])[:, :, 0]
-            if self.centroids is not None:
-                to_centroids = query_tensor @ torch.from_numpy(self.centroids).T
-                lists = torch.from_numpy(self._lists.array[rows.ravel()].astype(np.int64)).reshape(rows.shape)
-                scores += torch.gather(to_centroids, 1, lists)
-            return scores.numpy()
+        scores = np.empty(rows.shape, np.float32)
+        for start in range(0, len(queries), SCORE_GROUP):
+            group = slice(start, start + SCORE_GROUP)
+            unique, inverse = np.unique(rows[group], return_inverse=True)
+            decoded = self.codec.decode(np.ascontiguousarray(self._codes.array[unique]))
+            with torch.inference_mode():  # torch, not numpy BLAS: shares the embedder's thread pool
+                query_tensor = torch.from_numpy(np.ascontiguousarray(queries[group], dtype=np.float32))
+                products = query_tensor @ torch.from_numpy(decoded).T  # group x distinct rows
+                if self.centroids is not None:
+                    to_centroids = query_tensor @ torch.from_numpy(self.centroids).T
+                    products += to_centroids[:, torch.from_numpy(self._lists.array[unique].astype(np.int64))]
+                columns = torch.from_numpy(inverse.reshape(rows[group].shape).astype(np.int64))
+                scores[group] = torch.gather(products, 1, columns).numpy()
+        return scores
 
     def chunks(self, keep: np.ndarray | None = None, size: int = _RERANK_CHUNK) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``(ids, float32 vectors)`` in row order, optionally only rows whose id is in ``keep``."""
