@@ -152,6 +152,29 @@ def test_residual_codes_estimate_scores_more_finely_than_plain_codes(tmp_path):
     assert errors["residual"] < 0.8 * errors["plain"] and errors["plain"] < 0.1
 
 
+def test_approximate_scores_are_each_rows_decoded_product(tmp_path):
+    """Grouped, deduplicated scoring gives every (query, candidate) its own decoded product."""
+    import faiss
+
+    dim, count = 16, 1200
+    data, ids = clustered(count, dim), ids_for(count)
+    centroids = faiss.Kmeans(dim, 30, niter=5, seed=1)
+    centroids.train(data)
+    queries = clustered(19, dim, seed=6)  # more than two groups
+    rng = np.random.default_rng(3)
+    shared = rng.integers(0, count, 40)  # views of one image share candidates, and repeat some
+    candidates = np.concatenate([np.tile(shared, (19, 1)), rng.integers(0, count, (19, 25))], axis=1)
+    for name, cells in (("plain", None), ("residual", centroids.centroids)):
+        rows = RerankRows(tmp_path, f"rerank-{name}", dim, 0, writable=True)
+        rows.append(ids, data)
+        rows.set_codec(new_codec(dim, data, cells), cells)
+        decoded = rows.codec.decode(np.ascontiguousarray(rows._codes.array))
+        if cells is not None:
+            decoded = decoded + cells[rows._lists.array.astype(np.int64)]
+        expected = np.einsum("qcd,qd->qc", decoded[candidates], queries)
+        np.testing.assert_allclose(rows.approximate_scores(queries, candidates), expected, atol=1e-5)
+
+
 def test_fresh_rows_ignore_a_crashed_attempts_files(tmp_path):
     dim = 8
     crashed = RerankRows(tmp_path, "rerank-c", dim, 0, writable=True)
