@@ -8,7 +8,8 @@ import pytest
 
 from provenance.errors import CorruptIndexError, ReadOnlyIndexError
 from provenance.index import vectors as vector_module
-from provenance.index.approximate import RerankRows, lists_for, new_codec
+from provenance.index.approximate import lists_for, new_codec
+from provenance.index.rerank import RerankRows
 from provenance.index.vectors import APPROXIMATE, APPROXIMATE_FROM_VECTORS, EXACT, VectorIndex, build_approximate
 
 

@@ -27,8 +27,8 @@ from typing import Any
 from ..errors import CorruptIndexError, IndexExistsError, ReadOnlyIndexError
 from .manifest import MANIFEST_NAME, Manifest, check_embedder, read_manifest, write_manifest
 from .metadata import MetadataStore
-from .approximate import FILE_SUFFIXES as RERANK_SUFFIXES
-from .approximate import RerankRows
+from .rerank import FILE_SUFFIXES as RERANK_SUFFIXES
+from .rerank import RerankRows
 from .vectors import VectorIndex
 
 KEYPOINTS_BLOB = "sift"

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import CorruptIndexError, ReadOnlyIndexError
 from . import approximate
+from .rerank import RerankRows
 
 REGION_BITS = 4
 #: Collections of at least this many vectors (3 per reference) get an approximate index.
@@ -67,7 +68,7 @@ class VectorIndex:
     happen here.
     """
 
-    def __init__(self, dim: int, index=None, *, rerank: "approximate.RerankRows | None" = None,
+    def __init__(self, dim: int, index=None, *, rerank: "RerankRows | None" = None,
                  params: dict | None = None, read_only: bool = False):
         import faiss
 
@@ -185,7 +186,7 @@ class VectorIndex:
                 self.rerank.flush()
 
     @classmethod
-    def load(cls, path: Path, dim: int, *, rerank: "approximate.RerankRows | None" = None,
+    def load(cls, path: Path, dim: int, *, rerank: "RerankRows | None" = None,
              params: dict | None = None, read_only: bool = False) -> "VectorIndex":
         import faiss
 
@@ -228,7 +229,7 @@ class VectorIndex:
                 return build_approximate(self.dim, directory, stem, self.rerank.chunks(keep=live), count)
             dead = self.rerank.rows - count
             if dead and (force_compact or dead >= COMPACT_DEAD_FRACTION * self.rerank.rows):
-                rows = approximate.RerankRows(directory, stem, self.dim, 0, writable=True)
+                rows = RerankRows(directory, stem, self.dim, 0, writable=True)
                 rows.set_codec(self.rerank.codec, self.rerank.centroids)
                 for ids, vectors in self.rerank.chunks(keep=approximate.live_ids(self._index)):
                     rows.append(ids, vectors)
@@ -260,7 +261,7 @@ def build_approximate(dim: int, directory: Path, stem: str, chunks, count: int) 
     The vectors are copied into new re-ranking rows ``stem`` in ``directory``, IVF-PQ is
     trained on a sample of them, and all are added. ``count`` is recorded as the training size.
     """
-    rows = approximate.RerankRows(directory, stem, dim, 0, writable=True)
+    rows = RerankRows(directory, stem, dim, 0, writable=True)
     for ids, vectors in chunks:
         rows.append(ids, vectors)
     nlist = approximate.lists_for(rows.rows)
