@@ -48,6 +48,8 @@ DEPTH_GROWS_AFTER = 300_000
 DEFAULT_EXACT_DEPTH = 400
 #: Coarse centroids get about this many training vectors each (FAISS warns below 39).
 TRAINING_PER_LIST = 40
+
+
 def lists_for(count: int) -> int:
     """Inverted lists for ``count`` vectors: a power of two near ``sqrt(count)``, with
     enough vectors to train each list's centroid."""

@@ -177,7 +177,8 @@ class RerankRows:
 
     def set_codec(self, codec, centroids: np.ndarray | None = None) -> None:
         """Use a trained ``faiss.ProductQuantizer`` and encode every stored row with it:
-        the residual from its nearest of ``centroids`` when given (see :func:`new_codec`)."""
+        the residual from its nearest of ``centroids`` when given (see
+        :func:`~provenance.index.approximate.new_codec`)."""
         import faiss
 
         if centroids is not None and len(centroids) > np.iinfo(np.uint16).max:

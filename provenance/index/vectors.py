@@ -151,7 +151,7 @@ class VectorIndex:
 
         flat = faiss.downcast_index(self._index.index)
         count = flat.ntotal
-        if count == 0 or not isinstance(flat, faiss.IndexFlat):
+        if count == 0 or not isinstance(flat, faiss.IndexFlat) or flat.metric_type != faiss.METRIC_INNER_PRODUCT:
             return self._index.search(queries, k)
         stored = faiss.rev_swig_ptr(flat.get_xb(), count * self.dim).reshape(count, self.dim)
         ids = faiss.rev_swig_ptr(self._index.id_map.data(), count)
