@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -18,9 +17,9 @@ from .imageio import ImageSource, describe_source, load_image
 from .index.metadata import Reference
 from .index.manifest import MANIFEST_NAME
 from .index.store import PDQ_BLOB, IndexStore
-from .index.vectors import reference_ids, region_numbers, vector_ids
-from .ingest import (DEFAULT_FILE_TIMEOUT, Preparer, PreparedReference, ProgressCallback, batched, model_threads_beside,
-                     pool_workers, prepare_all)
+from .index.vectors import reference_ids, region_numbers
+from .indexing import EMBED_BATCH, ReindexRun, index_prepared
+from .ingest import DEFAULT_FILE_TIMEOUT, Preparer, PreparedReference, ProgressCallback, model_threads_beside, pool_workers, prepare_all
 from .matching import VERIFY_CANDIDATES, Candidate, QueryFeatures, best_per_reference, match_from, reference_blobs, verify_candidates
 from .results import VERDICT_NO_MATCH, IndexInfo, QueryResult, ReindexSummary
 from .regions import DEFAULT_REGIONS, Box, query_views
@@ -39,10 +38,6 @@ QUERY_DECODE_SIZE = 512
 #: Images of one query_batch verified concurrently.
 JUDGE_THREADS = 2
 
-#: References embedded per forward pass during reindex.
-EMBED_BATCH = 32
-#: Committed to disk at least this often during reindex, so an interrupted run resumes.
-CHECKPOINT_EVERY = 512
 
 
 def _build_embedder(embedder: str | Embedder, options: dict[str, Any] | None) -> tuple[Embedder, dict[str, Any]]:
@@ -173,7 +168,7 @@ class Engine:
             self._preparer().region_arrays(loaded.image), reference_blobs(loaded.image),
         )
         with self._write_lock:
-            (ref_id,) = self._index_prepared([prepared])
+            (ref_id,) = index_prepared(self._store, self.embedder, [prepared])
             if save:
                 self._store.save()
         return ref_id
@@ -186,8 +181,9 @@ class Engine:
 
         A file whose path is indexed with different content is re-embedded and replaces
         the old entry. Bad images are reported to ``on_error``, recorded in the summary and
-        in ``errors.jsonl`` in the index directory; they never stop the run. Progress is committed every
-        ``CHECKPOINT_EVERY`` references, so an interrupted run resumes where it stopped.
+        in ``errors.jsonl`` in the index directory; they never stop the run. Progress is committed
+        every :data:`~provenance.indexing.CHECKPOINT_EVERY` references, so an interrupted run
+        resumes where it stopped.
         A file that gives nothing within ``file_timeout`` seconds (a stuck mount or pipe, a
         hung decoder, a crashed worker) fails like a bad image.
         Large sources are decoded in spawned worker processes (``workers``; 0 decodes in
@@ -199,82 +195,12 @@ class Engine:
         self._store.check_writable()
         records = scan_source(source)
         with self._write_lock:
-            metadata = self._store.metadata
-            indexed_by_path = metadata.path_hashes()
-            known = metadata.known_hashes()
-            preparer = self._preparer(frozenset(known))
-            counts = {"added": 0, "skipped": 0, "replaced": 0, "failed": 0}
-            errors: list[str] = []
-            stream = prepare_all(records, preparer, workers, file_timeout)
+            run = ReindexRun(self._store, self.embedder, progress, on_error)
+            stream = prepare_all(records, self._preparer(frozenset(run.known)), workers, file_timeout)
             with model_threads_beside(pool_workers(records, workers)):
-                self._reindex_stream(stream, len(records), batch_size, known, indexed_by_path, counts, errors,
-                                     progress, on_error)
+                run.consume(stream, len(records), batch_size)
             self._store.save()
-        return ReindexSummary(counts["added"], counts["skipped"], counts["replaced"], counts["failed"],
-                              time.perf_counter() - started, errors)
-
-    def _reindex_stream(self, stream, total: int, batch_size: int, known: set[str], indexed_by_path: dict,
-                        counts: dict[str, int], errors: list[str], progress, on_error) -> None:
-        since_checkpoint = done = 0
-        for chunk in batched(stream, batch_size):
-            to_index = []
-            for item in chunk:
-                outcome = self._triage(item, known, errors)
-                if outcome == "failed" and on_error is not None:
-                    on_error(errors[-1])
-                if outcome == "index":
-                    to_index.append(item)
-                else:
-                    counts[outcome] += 1
-            counts["replaced"] += self._drop_replaced(to_index, indexed_by_path)
-            self._index_prepared(to_index)
-            counts["added"] += len(to_index)
-            since_checkpoint += len(to_index)
-            done += len(chunk)
-            if since_checkpoint >= CHECKPOINT_EVERY:
-                self._store.save()
-                since_checkpoint = 0
-            if progress is not None:
-                progress(done, total)
-
-    def _triage(self, item: PreparedReference, known: set[str], errors: list[str]) -> str:
-        if item.error is not None:
-            errors.append(item.error)
-            self._store.append_error(json.dumps({"file": item.record.file, "error": item.error, "at": time.time()}))
-            return "failed"
-        if item.already_known or item.sha256 in known:
-            return "skipped"
-        known.add(item.sha256)
-        return "index"
-
-    def _drop_replaced(self, items: list[PreparedReference], indexed_by_path: dict) -> int:
-        stale = [ref_id for item in items for ref_id, _ in indexed_by_path.pop(item.record.path, [])]
-        if stale:
-            self._store.remove_references(stale)
-        return len(stale)
-
-    def _index_prepared(self, items: list[PreparedReference]) -> list[int]:
-        if not items:
-            return []
-        metadata = self._store.metadata
-        first_id = metadata.next_id()
-        ref_ids, regions, arrays = [], [], []
-        now = time.time()
-        references = []
-        for offset, item in enumerate(items):
-            ref_id = first_id + offset
-            record = item.record
-            references.append(Reference(ref_id, item.sha256 or "", record.path, record.subject, record.source_url,
-                                        record.collection, item.width, item.height, now, dict(record.extra)))
-            self._store.put_blobs(ref_id, item.blobs)
-            for region, array in sorted(item.arrays.items()):
-                ref_ids.append(ref_id)
-                regions.append(region)
-                arrays.append(array)
-        metadata.insert_many(references)
-        vectors = self.embedder.embed_arrays(np.stack(arrays))
-        self._store.vectors.add(vector_ids(np.array(ref_ids), np.array(regions)), vectors)
-        return [first_id + offset for offset in range(len(items))]
+        return run.summary(time.perf_counter() - started)
 
     # -- removing ------------------------------------------------------------------------
     def remove(self, *, ref_ids: Iterable[int] = (), paths: Iterable[str] = (), subjects: Iterable[str] = ()) -> int:

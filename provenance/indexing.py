@@ -1,0 +1,110 @@
+"""Writing prepared references into an index: one reference (``Engine.add``) or a reindex run."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Callable, Iterable
+
+import numpy as np
+
+from .embedders import Embedder
+from .index.metadata import Reference
+from .index.store import IndexStore
+from .index.vectors import vector_ids
+from .ingest import PreparedReference, ProgressCallback, batched
+from .results import ReindexSummary
+
+#: References embedded per forward pass during reindex.
+EMBED_BATCH = 32
+#: Committed to disk at least this often during reindex, so an interrupted run resumes.
+CHECKPOINT_EVERY = 512
+
+
+def index_prepared(store: IndexStore, embedder: Embedder, items: list[PreparedReference]) -> list[int]:
+    """Store the metadata and verification blobs of ``items``, embed their inputs, add the vectors.
+
+    Returns the new reference ids, in order. The caller holds the write lock and saves.
+    """
+    if not items:
+        return []
+    metadata = store.metadata
+    first_id = metadata.next_id()
+    ref_ids, regions, arrays = [], [], []
+    now = time.time()
+    references = []
+    for offset, item in enumerate(items):
+        ref_id = first_id + offset
+        record = item.record
+        references.append(Reference(ref_id, item.sha256 or "", record.path, record.subject, record.source_url,
+                                    record.collection, item.width, item.height, now, dict(record.extra)))
+        store.put_blobs(ref_id, item.blobs)
+        for region, array in sorted(item.arrays.items()):
+            ref_ids.append(ref_id)
+            regions.append(region)
+            arrays.append(array)
+    metadata.insert_many(references)
+    vectors = embedder.embed_arrays(np.stack(arrays))
+    store.vectors.add(vector_ids(np.array(ref_ids), np.array(regions)), vectors)
+    return [first_id + offset for offset in range(len(items))]
+
+
+class ReindexRun:
+    """One pass of ``Engine.reindex`` over a stream of prepared references.
+
+    Skips content already indexed, replaces a path's old entry when its content changed,
+    records failures (``errors.jsonl`` and ``on_error``) and commits every
+    :data:`CHECKPOINT_EVERY` references.
+    """
+
+    def __init__(self, store: IndexStore, embedder: Embedder, progress: ProgressCallback | None = None,
+                 on_error: Callable[[str], None] | None = None):
+        self._store = store
+        self._embedder = embedder
+        self._progress = progress
+        self._on_error = on_error
+        self.indexed_by_path = store.metadata.path_hashes()
+        self.known = store.metadata.known_hashes()
+        self.counts = {"added": 0, "skipped": 0, "replaced": 0, "failed": 0}
+        self.errors: list[str] = []
+
+    def consume(self, stream: Iterable[PreparedReference], total: int, batch_size: int = EMBED_BATCH) -> None:
+        """Index every prepared reference of ``stream`` (``total`` of them, for progress)."""
+        since_checkpoint = done = 0
+        for chunk in batched(stream, batch_size):
+            to_index = [item for item in chunk if self._triage(item) == "index"]
+            self.counts["replaced"] += self._drop_replaced(to_index)
+            index_prepared(self._store, self._embedder, to_index)
+            self.counts["added"] += len(to_index)
+            since_checkpoint += len(to_index)
+            done += len(chunk)
+            if since_checkpoint >= CHECKPOINT_EVERY:
+                self._store.save()
+                since_checkpoint = 0
+            if self._progress is not None:
+                self._progress(done, total)
+
+    def summary(self, seconds: float) -> ReindexSummary:
+        counts = self.counts
+        return ReindexSummary(counts["added"], counts["skipped"], counts["replaced"], counts["failed"], seconds,
+                              self.errors)
+
+    def _triage(self, item: PreparedReference) -> str:
+        if item.error is not None:
+            self.counts["failed"] += 1
+            self.errors.append(item.error)
+            self._store.append_error(json.dumps({"file": item.record.file, "error": item.error, "at": time.time()}))
+            if self._on_error is not None:
+                self._on_error(item.error)
+            return "failed"
+        if item.already_known or item.sha256 in self.known:
+            self.counts["skipped"] += 1
+            return "skipped"
+        self.known.add(item.sha256)
+        return "index"
+
+    def _drop_replaced(self, items: list[PreparedReference]) -> int:
+        stale = [ref_id for item in items for ref_id, _ in self.indexed_by_path.pop(item.record.path, [])]
+        if stale:
+            self._store.remove_references(stale)
+        return len(stale)
