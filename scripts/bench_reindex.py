@@ -1,10 +1,13 @@
 """Reindex throughput next to the bare model forward pass, on the same images, in one run.
 
-Usage: python scripts/bench_reindex.py [--refs ../shared/bench/refs.csv] [--limit N] [--keep DIR]
+Usage: python scripts/bench_reindex.py [--refs ../shared/bench/refs.csv] [--limit N] [--keep DIR] [--stages N]
 
 Two bare-forward baselines, both on images decoded and preprocessed beforehand:
 one model input per image (the whole image), and every input the index embeds per
-image (the whole image and its indexed regions). Prints figures; asserts nothing about time.
+image (the whole image and its indexed regions). Then the CPU cost of each stage of a
+reference on one thread, over the first ``--stages`` images, and the throughput that
+this machine's cores could reach with perfect overlap and no contention: the ceiling
+for any scheduling of the same work. Prints figures; asserts nothing about time.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="use only the first N references (0 = all)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--keep", help="build the index here and keep it (default: a temporary directory)")
+    parser.add_argument("--stages", type=int, default=100, help="images for the per-stage costs (0 = skip)")
     args = parser.parse_args()
 
     from provenance import Engine
@@ -68,6 +72,63 @@ def main() -> None:
           f"PDQ, embed, index, save)")
     print(f"ratio             {reindex_rate / forward_rate:.2f} of the whole-image forward, "
           f"{reindex_rate / region_forward_rate:.2f} of the forward over every indexed input")
+    if args.stages:
+        report_stages(stage_costs(embedder, preparer, records[: args.stages], args.batch), region_forward_rate)
+
+
+def stage_costs(embedder, preparer, records, batch: int) -> dict[str, float]:
+    """Seconds per reference of each stage, on one thread (torch and OpenCV limited to one)."""
+    import cv2
+    import torch
+
+    from provenance.imageio import load_image, read_source_bytes
+    from provenance.verify.keypoints import extract_keypoints
+    from provenance.verify.pdq import pdq_hash
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    costs: dict[str, float] = {}
+
+    def timed(stage, work):
+        started = time.perf_counter()
+        outcome = work()
+        costs[stage] = costs.get(stage, 0.0) + (time.perf_counter() - started) / len(records)
+        return outcome
+
+    inputs = []
+    for record in records:
+        data = timed("read", lambda: read_source_bytes(record.file))
+        image = timed("decode", lambda: load_image(data, target_size=600).image)
+        inputs.extend(timed("region crops", lambda: preparer.region_arrays(image)).values())
+        timed("PDQ", lambda: pdq_hash(image, max_side=512))
+        keypoints = timed("SIFT keypoints", lambda: extract_keypoints(image))
+        timed("keypoint serialisation", keypoints.to_bytes)
+    arrays = np.stack(inputs)
+    timed("forward, every input, 1 thread", lambda: _forward_rate(embedder, arrays, batch))
+    torch.set_num_threads(threads)
+    return costs
+
+
+def report_stages(costs: dict[str, float], region_forward_rate: float) -> None:
+    from provenance.ingest import available_cores
+
+    cores = available_cores()
+    for stage, seconds in costs.items():
+        print(f"  {stage:32s} {1000 * seconds:6.1f} ms/ref")
+    total = sum(costs.values())
+    ceiling = cores / total
+    forward = costs["forward, every input, 1 thread"]
+    budget = cores / (0.9 * region_forward_rate) - forward
+    print(f"ceiling           {ceiling:.1f} img/s on {cores} cores, perfect overlap, no contention: "
+          f"{ceiling / region_forward_rate:.2f} of the forward over every indexed input")
+    # Threads on these cores slow each other (caches, memory bandwidth, the host), so the
+    # cores add up to less than their count. If other work beside the forward gains what
+    # the forward gains from more threads, the ceiling ratio is the forward's CPU share.
+    print(f"forward share     {forward / total:.2f} of the CPU per reference; the ceiling ratio when the cores add up "
+          f"as they do for the forward itself ({forward * region_forward_rate:.2f}x one thread on {cores})")
+    print(f"for 0.9           everything but the forward would have to cost {1000 * budget:.1f} ms/ref of CPU "
+          f"(it costs {1000 * (total - forward):.1f})")
 
 
 def _forward_rate(embedder, arrays, batch: int) -> float:
