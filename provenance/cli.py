@@ -89,7 +89,7 @@ def query(
     with engine:
         for start in range(0, len(images), QUERY_BATCH):
             chunk = [str(image) for image in images[start : start + QUERY_BATCH]]
-            for name, outcome in zip(chunk, _query_chunk(engine, chunk, top_k)):
+            for name, outcome in zip(chunk, engine.query_batch(chunk, top_k=top_k, errors="return")):
                 if isinstance(outcome, ImageLoadError):
                     exit_code = EXIT_BAD_INPUT
                     if as_json:
@@ -99,20 +99,6 @@ def query(
                     continue
                 typer.echo(json.dumps(outcome.to_dict()) if as_json else _format_result(outcome))
     raise typer.Exit(exit_code)
-
-
-def _query_chunk(engine, names: list[str], top_k: int) -> list:
-    """Results for ``names`` in one batch; when one image is bad, each image on its own."""
-    try:
-        return engine.query_batch(names, top_k=top_k)
-    except ImageLoadError:
-        outcomes = []
-        for name in names:
-            try:
-                outcomes.append(engine.query(name, top_k=top_k))
-            except ImageLoadError as exc:
-                outcomes.append(exc)
-        return outcomes
 
 
 def _format_result(result) -> str:

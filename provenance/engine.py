@@ -7,12 +7,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal, Sequence, overload
 
 import numpy as np
 
 from .embedders import DEFAULT_EMBEDDER, Embedder, create_embedder
-from .errors import BadInputError
+from .errors import BadInputError, ImageLoadError
 from .imageio import ImageSource, describe_source, load_image
 from .index.metadata import Reference
 from .index.manifest import MANIFEST_NAME
@@ -254,43 +254,67 @@ class Engine:
         """Which references ``image`` may have been copied from, best first."""
         return self.query_batch([image], top_k=top_k)[0]
 
-    def query_batch(self, images: Sequence[ImageSource], top_k: int = 5) -> list[QueryResult]:
+    @overload
+    def query_batch(self, images: Sequence[ImageSource], top_k: int = 5, *,
+                    errors: Literal["raise"] = "raise") -> list[QueryResult]: ...
+
+    @overload
+    def query_batch(self, images: Sequence[ImageSource], top_k: int = 5, *,
+                    errors: Literal["return"]) -> list[QueryResult | ImageLoadError]: ...
+
+    def query_batch(self, images: Sequence[ImageSource], top_k: int = 5, *,
+                    errors: str = "raise") -> list[Any]:
         """Like :meth:`query` for many images, embedding all their views in one batch.
 
-        A bad image raises :class:`~provenance.errors.ImageLoadError`; callers that want
-        per-image errors should call :meth:`query` per image.
+        With ``errors="raise"`` a bad image raises :class:`~provenance.errors.ImageLoadError`
+        and nothing is answered. With ``errors="return"`` its place in the returned list
+        holds that exception instead of a result, and the other images are answered in the
+        same batch (bulk jobs: one corrupt upload costs nothing else).
         """
         if top_k < 1:
             raise BadInputError("top_k must be at least 1")
+        if errors not in ("raise", "return"):
+            raise BadInputError('errors must be "raise" or "return"')
         started = time.perf_counter()
         self._follow_writers()
+        prepare = self._prepare_query if errors == "raise" else self._prepare_or_error
         with ThreadPoolExecutor(JUDGE_THREADS) as pool:
             # decoding, view crops and resizing release the GIL too: a batch prepares images side by side
-            prepared = list((pool.map if len(images) > 1 else map)(self._prepare_query, images))
-            views = [image_views for image_views, _ in prepared]
+            outcomes: list = list((pool.map if len(images) > 1 else map)(prepare, images))
+            loaded = [number for number, outcome in enumerate(outcomes) if not isinstance(outcome, ImageLoadError)]
+            views = [outcomes[number][0] for number in loaded]
             features = [QueryFeatures(image_views) for image_views in views]
-            if prepared:
-                vectors = self.embedder.embed_arrays(np.concatenate([arrays for _, arrays in prepared]))
+            if loaded:
+                vectors = self.embedder.embed_arrays(np.concatenate([outcomes[number][1] for number in loaded]))
                 scores, ids = self._store.vectors.search(vectors, SEARCH_DEPTH)
             starts = np.cumsum([0] + [len(image_views) for image_views in views])
 
-            def judge(number: int, pool: ThreadPoolExecutor | None = None) -> QueryResult:
+            def judge(position: int, pool: ThreadPoolExecutor | None = None) -> QueryResult:
                 query_started = time.perf_counter()
-                rows = slice(starts[number], starts[number + 1])
+                rows = slice(starts[position], starts[position + 1])
                 hits = ids[rows] if self.use_regions else np.where(region_numbers(ids[rows]) == 0, ids[rows], -1)
-                candidates = best_per_reference(scores[rows], reference_ids(hits), np.arange(len(views[number])))
-                result = self._judge(describe_source(images[number]), features[number], candidates, top_k, pool)
+                candidates = best_per_reference(scores[rows], reference_ids(hits), np.arange(len(views[position])))
+                name = describe_source(images[loaded[position]])
+                result = self._judge(name, features[position], candidates, top_k, pool)
                 return _with_seconds(result, time.perf_counter() - query_started)
 
             # keypoints and RANSAC release the GIL: a batch verifies images side by side, a
             # single image its candidates
-            if len(images) > 1:
-                results = list(pool.map(judge, range(len(images))))
+            if len(loaded) > 1:
+                results = list(pool.map(judge, range(len(loaded))))
             else:
-                results = [judge(0, pool)] if images else []
+                results = [judge(0, pool)] if loaded else []
         # decoding, embedding and search are shared by the batch; verification may overlap
-        shared = max(0.0, time.perf_counter() - started - sum(result.seconds for result in results)) / max(1, len(images))
-        return [_with_seconds(result, result.seconds + shared) for result in results]
+        shared = max(0.0, time.perf_counter() - started - sum(result.seconds for result in results)) / max(1, len(loaded))
+        for number, result in zip(loaded, results):
+            outcomes[number] = _with_seconds(result, result.seconds + shared)
+        return outcomes
+
+    def _prepare_or_error(self, image: ImageSource) -> tuple[list, np.ndarray] | ImageLoadError:
+        try:
+            return self._prepare_query(image)
+        except ImageLoadError as exc:
+            return exc
 
     def _prepare_query(self, image: ImageSource) -> tuple[list, np.ndarray]:
         """The views of one query image and their model inputs (uint8, one per view)."""

@@ -132,6 +132,25 @@ def test_query_batch_equals_single_queries(engine, photos):
         assert np.allclose([m.score for m in one.matches], [m.score for m in other.matches], atol=1e-4)
 
 
+def test_query_batch_returns_errors_in_place_when_asked(engine, photos, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    probes = [_crop_copy(photos[1]), str(broken), _crop_copy(photos[3]), str(tmp_path / "missing.jpg")]
+    with pytest.raises(ImageLoadError):
+        engine.query_batch(probes)
+    outcomes = engine.query_batch(probes, top_k=3, errors="return")
+    assert len(outcomes) == 4
+    assert isinstance(outcomes[1], ImageLoadError) and outcomes[1].source.endswith("broken.jpg")
+    assert isinstance(outcomes[3], ImageLoadError) and "missing.jpg" in outcomes[3].source
+    for outcome, probe in ((outcomes[0], probes[0]), (outcomes[2], probes[2])):
+        single = engine.query(probe, top_k=3)
+        assert [(m.ref_id, m.verdict) for m in outcome.matches] == [(m.ref_id, m.verdict) for m in single.matches]
+        assert outcome.seconds > 0
+    assert all(isinstance(outcome, ImageLoadError) for outcome in engine.query_batch([str(broken)], errors="return"))
+    with pytest.raises(BadInputError):
+        engine.query_batch(probes, errors="ignore")
+
+
 def test_concurrent_queries_are_consistent(engine, photos):
     probes = [_crop_copy(photo) for photo in photos[:6]] * 3
     expected = [engine.query(probe).best.ref_id for probe in probes]
