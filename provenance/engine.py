@@ -39,7 +39,6 @@ QUERY_DECODE_SIZE = 512
 JUDGE_THREADS = 2
 
 
-
 def _build_embedder(embedder: str | Embedder, options: dict[str, Any] | None) -> tuple[Embedder, dict[str, Any]]:
     if isinstance(embedder, Embedder):
         return embedder, dict(options or {})
