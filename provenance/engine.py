@@ -16,7 +16,7 @@ from .errors import BadInputError, ImageLoadError
 from .imageio import ImageSource, describe_source, load_image
 from .index.metadata import Reference
 from .index.manifest import MANIFEST_NAME
-from .index.store import PDQ_BLOB, IndexStore
+from .index.store import PDQ_BLOB, IndexStore, read_through
 from .index.vectors import reference_ids, region_numbers
 from .indexing import EMBED_BATCH, ReindexRun, index_prepared
 from .ingest import DEFAULT_FILE_TIMEOUT, Preparer, PreparedReference, ProgressCallback, model_threads_beside, pool_workers, prepare_all
@@ -345,6 +345,23 @@ class Engine:
             matches.append(match_from(candidate, reference, candidate.verdict(similar, copy)))
         verdict = matches[0].verdict if matches else VERDICT_NO_MATCH
         return QueryResult(name, verdict, matches)
+
+    def preload(self) -> int:
+        """Read the index files that queries fetch from disk into the OS page cache; returns bytes read.
+
+        For a long-running query process: right after a start its first queries otherwise
+        read their re-ranking rows from a cold disk (at 100k references the first pass of
+        120 queries ran at p50 178 ms, against 144 ms once the rows file had been read).
+        Costs one sequential read of the files (7.7 KB per reference for an approximate index).
+        """
+        self._follow_writers()
+        total = 0
+        for path in self._store.files_read_per_query():
+            try:
+                total += read_through(path)
+            except FileNotFoundError:  # a writer's save replaced it meanwhile; the next query follows
+                continue
+        return total
 
     # -- inspecting ----------------------------------------------------------------------
     def info(self) -> IndexInfo:

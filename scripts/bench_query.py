@@ -1,7 +1,7 @@
 """End-to-end query latency (decode, views, embedding, search, PDQ, verification).
 
 Usage: python scripts/bench_query.py --index DIR [--bench ../shared/bench] [--n 120] [--batch 16]
-                                     [--recall] [--memory]
+                                     [--recall] [--memory] [--cold]
 
 Queries are the eval's seeded transformed copies plus negatives, half each. Prints p50/p95
 for single queries and the per-image time of query_batch; with ``--recall``, recall@10 of
@@ -9,7 +9,9 @@ the index's search against exhaustive search on the queries' real view embedding
 ``--memory``, resident memory per reference of a fresh read-only (memory-mapped) query
 process, and the index's size on disk. For an index padded by scripts/pad_index.py,
 distractor references lend a real reference's keypoints, so that verifying one costs
-what verifying a real one does. Asserts nothing about time.
+what verifying a real one does. The index files that queries read from disk are preloaded
+into the page cache first (``Engine.preload``), as a long-running query service would;
+``--cold`` evicts them instead. Asserts nothing about time.
 """
 
 from __future__ import annotations
@@ -52,6 +54,16 @@ def lend_keypoints(engine) -> int:
     original = store.load_keypoints
     store.load_keypoints = lambda ref_id: original(ref_id if ref_id < first else ref_id % first)
     return len(synthetic)
+
+
+def evict_from_page_cache(path: Path) -> None:
+    import os
+
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(descriptor)
 
 
 def rss() -> dict[str, int]:
@@ -116,6 +128,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--recall", action="store_true", help="recall@10 against exhaustive search")
     parser.add_argument("--memory", action="store_true", help="resident memory per reference, size on disk")
+    parser.add_argument("--cold", action="store_true",
+                        help="evict the files queries read from the page cache instead of preloading them")
     parser.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_probe:
@@ -129,6 +143,14 @@ def main() -> None:
     engine = Engine.open(args.index, read_only=True)
     synthetic = lend_keypoints(engine)
     info = engine.info()
+    if args.cold:
+        for path in engine._store.files_read_per_query():  # benchmark fixture, as lend_keypoints
+            evict_from_page_cache(path)
+        print("cold        the files queries read from disk were evicted from the page cache")
+    else:
+        started = time.perf_counter()
+        loaded = engine.preload()
+        print(f"preload     {loaded / 2**20:.0f} MiB in {time.perf_counter() - started:.1f} s (Engine.preload)")
     engine.query(images[0])  # load the model and the PDQ index before timing
     single = []
     cpu_started = time.process_time()

@@ -82,6 +82,20 @@ def test_read_only_engine_refuses_changes_and_follows_the_writer(approximate_dir
         assert reader.query(_edits(synthetic_photo(80))[0]).best.ref_id == added
 
 
+def test_preload_reads_the_files_queries_read_from_disk(exact_directory, approximate_directory, effnet):
+    query = _edits(synthetic_photo(45))[0]
+    with Engine.open(approximate_directory, effnet, read_only=True) as approximate:
+        before = _top(approximate, query)
+        (rows,) = approximate_directory.glob("rerank-*.f16")
+        assert approximate.preload() == rows.stat().st_size > 0
+        assert _top(approximate, query) == before
+    with Engine.open(exact_directory, effnet, read_only=True) as mapped:
+        (vectors,) = exact_directory.glob("vectors-*.faiss")
+        assert mapped.preload() == vectors.stat().st_size
+    with Engine.open(exact_directory, effnet) as in_memory:
+        assert in_memory.preload() == 0  # a writable exact index holds its vectors in RAM
+
+
 def test_reopened_approximate_index_answers_identically(approximate_directory, effnet):
     queries = [edit for seed in (47, 58) for edit in _edits(synthetic_photo(seed))]
     with Engine.open(approximate_directory, effnet) as live:

@@ -219,12 +219,37 @@ class IndexStore:
         with open(self.directory / ERRORS_NAME, "a", encoding="utf-8") as handle:
             handle.write(line.rstrip("\n") + "\n")
 
+    def files_read_per_query(self) -> list[Path]:
+        """Index files that queries read from disk rather than from this process's memory.
+
+        An approximate index's float16 re-ranking rows, or a read-only exact index's
+        memory-mapped vectors. Keypoints (SQLite) are read per verified candidate too, but
+        at real scale they are far larger than any page cache and are not listed.
+        """
+        with self._save_lock:
+            if self.vectors.rerank is not None:
+                return [self.vectors.rerank.vector_path]
+            faiss_name = self.metadata.get_state(_FAISS_STATE_KEY)
+            return [self.directory / faiss_name] if self.read_only and faiss_name else []
+
     def disk_usage(self) -> int:
         """Bytes used by the index directory."""
         return sum(path.stat().st_size for path in self.directory.iterdir() if path.is_file())
 
     def close(self) -> None:
         self.metadata.close()
+
+
+def read_through(path: Path, chunk: int = 8 << 20) -> int:
+    """Read ``path`` once, sequentially, so that the OS page cache holds it; returns its size."""
+    buffer = bytearray(chunk)
+    total = 0
+    with open(path, "rb", buffering=0) as handle:
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        while count := handle.readinto(buffer):
+            total += count
+    return total
 
 
 def _remove_index_files(directory: Path) -> None:
