@@ -135,11 +135,8 @@ def verify_candidates(candidates: list[Candidate], features: QueryFeatures, load
     references = {candidate.ref_id: load_keypoints(candidate.ref_id) for candidate in candidates}
     usable = [candidate for candidate in candidates
               if references[candidate.ref_id] is not None and len(references[candidate.ref_id]) >= 3]
-    if pool is None:
-        for candidate in usable:
-            _verify_one(candidate, features, references[candidate.ref_id])
-        return
-    list(pool.map(lambda candidate: _verify_one(candidate, features, references[candidate.ref_id]), usable))
+    run = map if pool is None else pool.map
+    list(run(lambda candidate: _verify_one(candidate, features, references[candidate.ref_id]), usable))
 
 
 def _verify_one(candidate: Candidate, features: QueryFeatures, reference: Keypoints) -> None:

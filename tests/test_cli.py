@@ -38,6 +38,16 @@ def test_reindex_bad_source_exit_code(tmp_path):
     assert result.exit_code == 3 and "no such file" in result.output
 
 
+def test_reindex_file_timeout_default_is_the_library_default():
+    import inspect
+
+    from provenance.cli import reindex
+    from provenance.ingest import DEFAULT_FILE_TIMEOUT
+
+    # the CLI spells the default out so that --help never imports the ingest stack
+    assert inspect.signature(reindex).parameters["file_timeout"].default.default == DEFAULT_FILE_TIMEOUT
+
+
 def test_query_json_one_object_per_line(built_index, tmp_path, photos):
     copy = tmp_path / "copy.jpg"
     photos[2].crop((10, 10, 300, 220)).save(copy, quality=70)
