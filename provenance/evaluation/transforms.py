@@ -266,4 +266,4 @@ def combo(image: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, Pa
     return out, {"steps": steps}
 
 
-from . import profile  # noqa: E402,F401  (registers the profile-photo families)
+from . import profile, threat  # noqa: E402,F401  (register the profile-photo and threat-model families)
