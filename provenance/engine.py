@@ -17,19 +17,22 @@ from .imageio import ImageSource, describe_source, load_image
 from .index.metadata import Reference
 from .index.manifest import MANIFEST_NAME
 from .index.store import PDQ_BLOB, IndexStore, read_through
-from .index.vectors import reference_ids, region_numbers
+from .search import fusion
+from .search.sources import SOURCES, CandidateSource, QueryBatch
+from .index.vectors import MAX_REGIONS, REGION_BITS
 from .indexing import EMBED_BATCH, ReindexRun, index_prepared
 from .ingest import DEFAULT_FILE_TIMEOUT, Preparer, PreparedReference, ProgressCallback, model_threads_beside, pool_workers, prepare_all
-from .matching import VERIFY_CANDIDATES, Candidate, QueryFeatures, best_per_reference, match_from, reference_blobs, verify_candidates
+from .matching import Candidate, QueryFeatures, match_from, reference_blobs, verify_candidates
 from .results import VERDICT_NO_MATCH, IndexInfo, QueryResult, ReindexSummary
-from .regions import DEFAULT_REGIONS, Box, query_views
+from .regions import DEFAULT_REGIONS, WHOLE, RegionSpec, SubjectSquare, query_views, spec_from_json, spec_to_json
 from .sources import SourceRecord, scan_source
 
 #: Cosine similarity at or above which an unverified candidate is ``similar`` when the
 #: index has no calibrated threshold (docs/benchmarks.md shows the score distributions).
 DEFAULT_SIMILAR_THRESHOLD = 0.80
-#: FAISS hits fetched per query view; several regions of one reference may fill them.
-SEARCH_DEPTH = 32
+#: FAISS hits fetched per query view and indexed region: the regions of one reference
+#: may fill several of a view's hits, so the depth follows their number.
+HITS_PER_REGION = 11
 
 #: Queries are decoded at no less than this short side (JPEG draft mode): enough for the
 #: embedder after border stripping, and far faster than a full decode of a large photo.
@@ -59,12 +62,34 @@ class Engine:
         self.query_mirror = True
         self.query_strip_borders = True
         self.query_photo_regions = True
+        self.query_faces = True
+        self.query_discs = True
         #: search the indexed reference crops too (False: whole-image vectors only)
         self.use_regions = True
         #: geometric verification of the best candidates, and the PDQ near-exact path
         self.verify = True
         self.use_pdq = True
         self._loaded_generation = store.generation()
+        self._sources: dict[str, CandidateSource] = {}
+        for name in ("vectors", "pdq"):
+            self.add_source(SOURCES[name].from_store(store, depth=self.search_depth))
+
+    def add_source(self, source: CandidateSource) -> None:
+        """Add (or replace, by name) a candidate source; it is told of this engine's writes."""
+        previous = self._sources.get(source.name)
+        if previous is not None:
+            self._store.listeners.remove(previous)
+        self._sources[source.name] = source
+        self._store.listeners.append(source)
+
+    def _active_sources(self) -> list[CandidateSource]:
+        sources = dict(self._sources)
+        if not self.use_pdq:
+            sources.pop("pdq", None)
+        vectors = sources.get("vectors")
+        if vectors is not None:
+            vectors.regions = None if self.use_regions else frozenset({0})
+        return list(sources.values())
 
     # -- opening -----------------------------------------------------------------------
     @classmethod
@@ -74,18 +99,25 @@ class Engine:
         embedder: str | Embedder = DEFAULT_EMBEDDER,
         embedder_options: dict[str, Any] | None = None,
         overwrite: bool = False,
-        regions: Sequence[Box] = DEFAULT_REGIONS,
+        regions: Sequence[RegionSpec] = DEFAULT_REGIONS,
     ) -> "Engine":
         """Create an empty index at ``directory`` using ``embedder`` (a registry name or instance).
 
-        ``regions`` are the fractional boxes indexed per reference; the first must be the
-        whole image.
+        ``regions`` are indexed per reference: fractional boxes, and
+        :class:`~provenance.regions.SubjectSquare` squares around the subject's face. The
+        first must be the whole image; at most :data:`~provenance.index.vectors.MAX_REGIONS`.
         """
-        if not regions or tuple(regions[0]) != (0.0, 0.0, 1.0, 1.0):
+        try:
+            specs = [spec_from_json(spec_to_json(spec)) for spec in regions]
+        except (TypeError, ValueError) as exc:
+            raise BadInputError(f"bad region: {exc}") from None
+        if not specs or specs[0] != WHOLE:
             raise BadInputError("the first region must be the whole image (0, 0, 1, 1)")
+        if len(specs) > MAX_REGIONS:
+            raise BadInputError(f"at most {MAX_REGIONS} regions per reference (vector ids keep {REGION_BITS} bits for them)")
         model, options = _build_embedder(embedder, embedder_options)
         description = dict(model.describe(), options=options)
-        store = IndexStore.create(directory, description, overwrite=overwrite, regions=[list(map(float, box)) for box in regions])
+        store = IndexStore.create(directory, description, overwrite=overwrite, regions=[spec_to_json(spec) for spec in specs])
         return cls(store, model)
 
     @classmethod
@@ -128,9 +160,14 @@ class Engine:
         return self._store.directory
 
     @property
-    def regions(self) -> tuple[Box, ...]:
-        """The fractional boxes indexed for every reference (region 0 is the whole image)."""
-        return tuple(tuple(box) for box in self._store.manifest.regions)  # type: ignore[misc]
+    def regions(self) -> tuple[RegionSpec, ...]:
+        """The regions indexed for every reference (region 0 is the whole image)."""
+        return tuple(spec_from_json(spec) for spec in self._store.manifest.regions)
+
+    @property
+    def search_depth(self) -> int:
+        """Vector hits fetched per query view (:data:`HITS_PER_REGION` per indexed region)."""
+        return HITS_PER_REGION * len(self._store.manifest.regions)
 
     def _preparer(self, known_hashes: frozenset[str] = frozenset()) -> Preparer:
         return Preparer(self.embedder.preprocessing, known_hashes=known_hashes, regions=self.regions)
@@ -246,8 +283,9 @@ class Engine:
             self._loaded_generation = self._store.generation()
 
     def _views(self, image) -> list:
+        scales = [spec.scale for spec in self.regions if isinstance(spec, SubjectSquare)] if self.query_faces else []
         return query_views(image, mirror=self.query_mirror, strip=self.query_strip_borders,
-                           photos=self.query_photo_regions)
+                           photos=self.query_photo_regions, face_scales=scales, disc=self.query_discs)
 
     def query(self, image: ImageSource, top_k: int = 5) -> QueryResult:
         """Which references ``image`` may have been copied from, best first."""
@@ -283,16 +321,17 @@ class Engine:
             loaded = [number for number, outcome in enumerate(outcomes) if not isinstance(outcome, ImageLoadError)]
             views = [outcomes[number][0] for number in loaded]
             features = [QueryFeatures(image_views) for image_views in views]
+            starts = np.cumsum([0] + [len(image_views) for image_views in views])
             if loaded:
                 vectors = self.embedder.embed_arrays(np.concatenate([outcomes[number][1] for number in loaded]))
-                scores, ids = self._store.vectors.search(vectors, SEARCH_DEPTH)
-            starts = np.cumsum([0] + [len(image_views) for image_views in views])
+                batch = QueryBatch(vectors, starts, features)
+                # PDQ before verification starts its keypoint threads: beside them, FAISS's
+                # own threads searching the hashes only compete for the cores
+                hits = [source.search(batch) for source in self._active_sources()]
 
             def judge(position: int, pool: ThreadPoolExecutor | None = None) -> QueryResult:
                 query_started = time.perf_counter()
-                rows = slice(starts[position], starts[position + 1])
-                hits = ids[rows] if self.use_regions else np.where(region_numbers(ids[rows]) == 0, ids[rows], -1)
-                candidates = best_per_reference(scores[rows], reference_ids(hits), np.arange(len(views[position])))
+                candidates = fusion.fuse(hit for per_source in hits for hit in per_source[position])
                 name = describe_source(images[loaded[position]])
                 result = self._judge(name, features[position], candidates, top_k, pool)
                 return _with_seconds(result, time.perf_counter() - query_started)
@@ -322,15 +361,10 @@ class Engine:
 
     def _judge(self, name: str, features: QueryFeatures, candidates: dict[int, Candidate], top_k: int,
                pool: ThreadPoolExecutor | None = None) -> QueryResult:
-        # PDQ before verification starts its keypoint threads: beside them, FAISS's own
-        # threads searching the hashes only compete for the cores (no gain, interleaved runs)
-        if self.use_pdq:
-            for distance, ref_id in zip(*self._store.search_pdq(features.pdq_variants())):
-                candidates.setdefault(int(ref_id), Candidate(int(ref_id))).pdq_distance = int(distance)
-        ranked = sorted(candidates.values(), key=lambda candidate: (-candidate.similarity, candidate.ref_id))
         if self.verify:
-            to_verify = ranked[:VERIFY_CANDIDATES] + [c for c in ranked[VERIFY_CANDIDATES:] if c.pdq_distance is not None]
-            verify_candidates(to_verify, features, self._store.load_keypoints, pool)
+            ranked = fusion.by_similarity(candidates)
+            verify_candidates(fusion.first_round(ranked), features, self._store.load_keypoints, pool)
+            verify_candidates(fusion.second_round(ranked), features, self._store.load_keypoints, pool)
         best = sorted(candidates.values(), key=lambda candidate: (-candidate.score(), candidate.ref_id))[:top_k]
         return self._make_result(name, best)
 

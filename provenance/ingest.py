@@ -22,7 +22,7 @@ from .embedders.base import Preprocessing
 from .errors import ImageLoadError
 from .matching import reference_blobs
 from .imageio import DEFAULT_MAX_PIXELS, load_image, read_source_bytes
-from .regions import DEFAULT_REGIONS, Box, crop_fraction
+from .regions import DEFAULT_REGIONS, RegionSpec, reference_face, region_images, smallest_fraction
 from .sources import SourceRecord
 
 #: Below this many references a worker pool costs more to start than it saves.
@@ -43,12 +43,13 @@ class Preparer:
     preprocessing: Preprocessing
     max_pixels: int = DEFAULT_MAX_PIXELS
     known_hashes: frozenset[str] = frozenset()
-    regions: tuple[Box, ...] = DEFAULT_REGIONS
+    regions: tuple[RegionSpec, ...] = DEFAULT_REGIONS
     verification: bool = True  # also extract keypoints and the PDQ hash
 
     def region_arrays(self, image) -> dict[int, np.ndarray]:
         """Model input for every indexed region of ``image`` (region 0: the whole image)."""
-        return {number: self.preprocessing.to_array(crop_fraction(image, box)) for number, box in enumerate(self.regions)}
+        crops = region_images(image, self.regions, reference_face(image, self.regions))
+        return {number: self.preprocessing.to_array(crop) for number, crop in enumerate(crops)}
 
     def __call__(self, record: SourceRecord) -> "PreparedReference":
         started = time.perf_counter()
@@ -58,8 +59,7 @@ class Preparer:
             if digest in self.known_hashes:
                 return PreparedReference(record, digest, seconds=time.perf_counter() - started, already_known=True)
             # regions are upsampled crops, so decode at enough resolution for the smallest one
-            smallest = min(min(box[2] - box[0], box[3] - box[1]) for box in self.regions)
-            target = int(self.preprocessing.size / max(smallest, 0.1))
+            target = int(self.preprocessing.size / smallest_fraction(self.regions))
             loaded = load_image(data, max_pixels=self.max_pixels, target_size=target)
             width, height = loaded.original_size
             blobs = reference_blobs(loaded.image) if self.verification else {}

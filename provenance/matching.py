@@ -29,8 +29,6 @@ from .index.store import KEYPOINTS_BLOB, PDQ_BLOB
 from .index.metadata import Reference
 from .results import VERDICT_COPY, VERDICT_NO_MATCH, VERDICT_SIMILAR, Match, Transform
 
-#: References verified geometrically per query (best by embedding similarity).
-VERIFY_CANDIDATES = 6
 #: Inliers at which a verified copy's strength is one half.
 _INLIER_SCALE = 25.0
 
@@ -71,19 +69,6 @@ class Candidate:
         if self.is_copy and self.score() >= copy_threshold:
             return VERDICT_COPY
         return VERDICT_SIMILAR if self.similarity >= similar_threshold else VERDICT_NO_MATCH
-
-
-def best_per_reference(scores: np.ndarray, refs: np.ndarray, view_of_row: np.ndarray) -> dict[int, Candidate]:
-    """Best similarity per reference over every (view, region) hit."""
-    candidates: dict[int, Candidate] = {}
-    for row in range(scores.shape[0]):
-        for score, ref_id in zip(scores[row], refs[row]):
-            if ref_id < 0:
-                continue
-            candidate = candidates.setdefault(int(ref_id), Candidate(int(ref_id)))
-            if score > candidate.similarity:
-                candidate.similarity, candidate.view = float(score), int(view_of_row[row])
-    return candidates
 
 
 @dataclass

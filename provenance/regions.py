@@ -1,27 +1,118 @@
 """Image regions: reference crops indexed beside the whole image, and query views.
 
-A stolen profile photo is often a tight crop, so each reference is also indexed by a few
-centred crops (the subject of a portfolio or portrait photo sits near the centre). On the
-query side, borders (uniform, blurred or letterbox) are stripped and the mirrored image
-is tried too; the best score over all (view, region) pairs wins.
+A stolen profile photo is often a tight crop around the face, so each reference is also
+indexed by a few crops: centred ones (the subject of a portfolio or portrait photo sits
+near the centre) and squares centred on the subject's face (:mod:`.faces`; without a
+detected face, on where a portrait puts it). On the query side, borders (uniform,
+blurred or letterbox) are stripped, the photo-like areas inside a page are cut out, a
+round avatar's disc is cut to the square inside it, detected faces give squares of the
+same sizes as the references' face squares, and the mirrored image is tried too; the
+best score over all (view, region) pairs wins.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageOps
 
+from .faces import Face, detect_faces
+
 Box = tuple[float, float, float, float]  # fractions of width/height: x0, y0, x1, y1
 
-#: Region 0 is always the whole image; the others are centred crops of 80% and 55% of the
-#: side. Face-tight crops of portraits land between them.
-DEFAULT_REGIONS: tuple[Box, ...] = (
-    (0.0, 0.0, 1.0, 1.0),
+
+@dataclass(frozen=True)
+class SubjectSquare:
+    """A square centred on the subject's face, ``scale`` face sizes wide.
+
+    It is clipped to the image (a face at the edge gives a rectangle). Without a detected
+    face, the portrait prior :data:`PRIOR_FACE` stands in for it.
+    """
+
+    scale: float
+
+
+RegionSpec = Union[Box, SubjectSquare]
+WHOLE: Box = (0.0, 0.0, 1.0, 1.0)
+
+#: Region 0 is always the whole image; then centred crops of 80% and 55% of the side, and
+#: squares of 0.8 and 1.2 face sizes around the face: the tight avatars (a square keeping
+#: 40-80 % of a portrait's short side) that the centred crops miss.
+DEFAULT_REGIONS: tuple[RegionSpec, ...] = (
+    WHOLE,
     (0.1, 0.1, 0.9, 0.9),
     (0.225, 0.225, 0.775, 0.775),
+    SubjectSquare(0.8),
+    SubjectSquare(1.2),
 )
+#: Where a portrait puts the face when none is detected: (centre x, centre y, size), as
+#: fractions of the width, the height and the shorter side.
+PRIOR_FACE = (0.5, 0.45, 0.4)
+#: Detection side for references (decoded once, many per second) and queries (the face
+#: of an avatar in a page screenshot is small).
+REFERENCE_DETECT_SIDE = 192
+QUERY_DETECT_SIDE = 320
+
+
+def spec_to_json(spec: RegionSpec) -> Any:
+    """The manifest's form of a region: a box as 4 numbers, a face square as a dict."""
+    if isinstance(spec, SubjectSquare):
+        return {"subject_square": float(spec.scale)}
+    return [float(value) for value in spec]
+
+
+def spec_from_json(value: Any) -> RegionSpec:
+    """Inverse of :func:`spec_to_json` (raises ValueError on anything else)."""
+    if isinstance(value, dict) and set(value) == {"subject_square"}:
+        scale = float(value["subject_square"])
+        if not 0.1 <= scale <= 10:
+            raise ValueError(f"subject square scale {scale} out of range")
+        return SubjectSquare(scale)
+    box = tuple(float(v) for v in value)
+    if len(box) != 4 or not (0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1):
+        raise ValueError(f"bad region box {value!r}")
+    return box  # type: ignore[return-value]
+
+
+def needs_faces(specs: Sequence[RegionSpec]) -> bool:
+    return any(isinstance(spec, SubjectSquare) for spec in specs)
+
+
+def smallest_fraction(specs: Sequence[RegionSpec]) -> float:
+    """The smallest side any region may take, as a fraction of the image's (decode size)."""
+    sides = [min(spec[2] - spec[0], spec[3] - spec[1]) for spec in specs if not isinstance(spec, SubjectSquare)]
+    sides += [spec.scale * PRIOR_FACE[2] * 0.6 for spec in specs if isinstance(spec, SubjectSquare)]
+    return max(0.1, min(sides))
+
+
+def subject_box(size: tuple[int, int], face: Face | None, scale: float) -> tuple[int, int, int, int]:
+    """Pixel box of a square ``scale`` face sizes wide around ``face`` (or the prior), clipped."""
+    width, height = size
+    if face is None:
+        cx, cy, fraction = PRIOR_FACE
+        centre, face_size = (cx * width, cy * height), fraction * min(width, height)
+    else:
+        centre, face_size = face.centre, face.size
+    half = max(4.0, scale * face_size / 2)
+    x0, y0 = max(0, round(centre[0] - half)), max(0, round(centre[1] - half))
+    x1, y1 = min(width, round(centre[0] + half)), min(height, round(centre[1] + half))
+    return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
+
+
+def region_images(image: Image.Image, specs: Sequence[RegionSpec], face: Face | None = None) -> list[Image.Image]:
+    """The crop of ``image`` for every region (``face``: the detected subject, or None)."""
+    return [image.crop(subject_box(image.size, face, spec.scale)) if isinstance(spec, SubjectSquare)
+            else crop_fraction(image, spec) for spec in specs]
+
+
+def reference_face(image: Image.Image, specs: Sequence[RegionSpec]) -> Face | None:
+    """The face the reference's subject squares centre on (the largest), if they need one."""
+    if not needs_faces(specs):
+        return None
+    faces = detect_faces(image, max_faces=1, side=REFERENCE_DETECT_SIDE)
+    return faces[0] if faces else None
 
 
 def crop_fraction(image: Image.Image, box: Box) -> Image.Image:
@@ -44,17 +135,29 @@ class QueryView:
     mirrored: bool
 
 
-def query_views(image: Image.Image, mirror: bool = True, strip: bool = True, photos: bool = True) -> list[QueryView]:
+def query_views(image: Image.Image, mirror: bool = True, strip: bool = True, photos: bool = True,
+                face_scales: Sequence[float] = (), disc: bool = True) -> list[QueryView]:
     """The views searched for a query.
 
-    As given; without borders; the photo-like areas inside it (a screenshot's photo, an
-    avatar); and the mirror images of the first two.
+    As given; without borders; the square inside a round avatar's disc; squares of
+    ``face_scales`` face sizes around the largest detected face (the references' face
+    squares); the photo-like areas inside it (a screenshot's photo, an avatar); and the
+    mirror images of all but the photo areas.
     """
     views = [QueryView("full", image, False)]
     if strip:
         box = content_box(image)
         if box is not None:
             views.append(QueryView("stripped", image.crop(box), False))
+    if disc:
+        box = disc_square(views[-1].image)
+        if box is not None:
+            views.append(QueryView("disc", views[-1].image.crop(box), False))
+    if face_scales:
+        faces = detect_faces(image, max_faces=1, side=QUERY_DETECT_SIDE)
+        for face in faces:
+            for scale in face_scales:
+                views.append(QueryView(f"face{scale:g}", image.crop(subject_box(image.size, face, scale)), False))
     mirrored = [QueryView(view.name + "+mirror", ImageOps.mirror(view.image), True) for view in views] if mirror else []
     if photos:
         for number, box in enumerate(photo_boxes(image)):
@@ -63,6 +166,36 @@ def query_views(image: Image.Image, mirror: bool = True, strip: bool = True, pho
                 # a round avatar hides the square's corners: its inscribed square is pure photo
                 views.append(QueryView(f"photo{number}-inner", image.crop(_inscribed_square(box)), False))
     return views + mirrored
+
+
+def disc_square(image: Image.Image, flat_ratio: float = 0.35) -> tuple[int, int, int, int] | None:
+    """Pixel box of the square inside a round avatar's disc, or None when the image is not one.
+
+    A round avatar is a square-ish image whose corners, outside the inscribed circle, hold
+    a solid colour, a gradient or a blurred copy: far less detail than the disc. The
+    disc's radius is where the radial detail profile drops (an avatar may have a margin).
+    """
+    width, height = image.size
+    if not _squarish((0, 0, width, height)) or min(width, height) < 24:
+        return None
+    side = 96
+    gray = np.asarray(image.convert("L").resize((side, side), Image.Resampling.BILINEAR), dtype=np.float32)
+    energy = np.zeros_like(gray)
+    energy[:, 1:] += np.abs(np.diff(gray, axis=1))
+    energy[1:, :] += np.abs(np.diff(gray, axis=0))
+    centre = (side - 1) / 2
+    yy, xx = np.mgrid[0:side, 0:side]
+    radius = np.hypot(xx - centre, yy - centre) / (side / 2)
+    inner = float(energy[radius < 0.5].mean())
+    corners = float(energy[radius > 1.05].mean())
+    if inner < 2.0 or corners > flat_ratio * inner:
+        return None
+    # the disc ends at the outermost ring that still has detail (ring edges count once)
+    rings = [(r, float(energy[(radius >= r) & (radius < r + 0.05)].mean())) for r in np.arange(0.5, 1.0, 0.05)]
+    edge = max((r + 0.05 for r, level in rings if level >= flat_ratio * inner), default=0.5)
+    half = 0.5 * edge / 2**0.5 * 0.95 * min(width, height)
+    cx, cy = width / 2, height / 2
+    return round(cx - half), round(cy - half), round(cx + half), round(cy + half)
 
 
 def _squarish(box: tuple[int, int, int, int]) -> bool:

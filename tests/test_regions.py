@@ -59,7 +59,7 @@ def test_query_views_include_mirrors_and_avatar_inner_square():
     assert names[0] == "full" and "full+mirror" in names and "photo0-inner" in names
     mirrored = next(view for view in views if view.name == "full+mirror")
     assert mirrored.mirrored and mirrored.image.tobytes() == ImageOps.mirror(page).tobytes()
-    assert [view.name for view in query_views(page, mirror=False, strip=False, photos=False)] == ["full"]
+    assert [view.name for view in query_views(page, mirror=False, strip=False, photos=False, disc=False)] == ["full"]
 
 
 def test_crop_fraction_and_default_regions():
@@ -67,3 +67,59 @@ def test_crop_fraction_and_default_regions():
     assert crop_fraction(photo, (0.0, 0.0, 1.0, 1.0)) is photo
     assert crop_fraction(photo, (0.25, 0.5, 0.75, 1.0)).size == (100, 50)
     assert DEFAULT_REGIONS[0] == (0.0, 0.0, 1.0, 1.0)
+
+
+def _round_avatar(photo: Image.Image, size: int, fill: float, background) -> Image.Image:
+    from provenance.evaluation.profile import circle_mask
+
+    canvas = Image.new("RGB", (size, size), background) if isinstance(background, tuple) else background.resize((size, size))
+    diameter = round(size * fill)
+    offset = (size - diameter) // 2
+    canvas.paste(photo.resize((diameter, diameter)), (offset, offset), circle_mask(diameter))
+    return canvas
+
+
+def test_disc_square_finds_the_photo_inside_a_round_avatar():
+    from PIL import ImageFilter
+
+    from provenance.regions import disc_square
+
+    photo = _textured(6, (300, 300))
+    blurred = photo.filter(ImageFilter.GaussianBlur(20))
+    for fill, background in ((1.0, (240, 200, 210)), (0.9, blurred), (0.7, (20, 20, 20))):
+        avatar = _round_avatar(photo, 256, fill, background)
+        box = disc_square(avatar)
+        assert box is not None, (fill, background)
+        side = box[2] - box[0]
+        # the square lies inside the disc (corners within its radius) and keeps most of it
+        radius = 128 * fill
+        assert (side / 2) * 2**0.5 <= radius + 3 and side >= 0.55 * radius * 2**0.5, (fill, side)
+    assert disc_square(photo) is None  # a plain photo has detail in its corners
+    assert disc_square(_textured(7, (400, 200))) is None  # not square
+
+
+def test_region_specs_round_trip_and_subject_squares_follow_the_face():
+    import pytest
+
+    from provenance.faces import Face
+    from provenance.regions import PRIOR_FACE, SubjectSquare, region_images, spec_from_json, spec_to_json, subject_box
+
+    for spec in DEFAULT_REGIONS:
+        assert spec_from_json(spec_to_json(spec)) == spec
+    with pytest.raises(ValueError):
+        spec_from_json([0.5, 0.5, 0.4, 1.0])
+    face = Face(300, 100, 400, 200)
+    assert subject_box((800, 600), face, 2.0) == (250, 50, 450, 250)
+    assert subject_box((800, 600), Face(0, 0, 100, 100), 2.0) == (0, 0, 150, 150)  # clipped at the edge
+    cx, cy, size = PRIOR_FACE
+    x0, y0, x1, y1 = subject_box((800, 600), None, 1.0)
+    assert abs((x0 + x1) / 2 - cx * 800) <= 1 and abs((y0 + y1) / 2 - cy * 600) <= 1 and x1 - x0 == round(size * 600)
+    crops = region_images(_textured(8, (800, 600)), [(0.0, 0.0, 1.0, 1.0), SubjectSquare(2.0)], face)
+    assert crops[0].size == (800, 600) and crops[1].size == (200, 200)
+
+
+def test_query_views_cut_the_disc_of_a_round_avatar():
+    avatar = _round_avatar(_textured(9, (300, 300)), 300, 0.95, (250, 250, 250))
+    names = [view.name for view in query_views(avatar)]
+    assert "disc" in names and "disc+mirror" in names
+    assert "disc" not in [view.name for view in query_views(avatar, disc=False)]

@@ -27,7 +27,7 @@ class Manifest:
     vector_count: int = 0
     vector_index: dict[str, Any] = field(default_factory=dict)
     thresholds: dict[str, float] = field(default_factory=dict)
-    regions: list[list[float]] = field(default_factory=lambda: [[0.0, 0.0, 1.0, 1.0]])
+    regions: list[Any] = field(default_factory=lambda: [[0.0, 0.0, 1.0, 1.0]])  # see regions.spec_to_json
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

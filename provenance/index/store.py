@@ -52,8 +52,9 @@ class IndexStore:
         self.metadata = metadata
         self.vectors = vectors
         self._save_lock = threading.Lock()
-        self._pdq = None  # PdqIndex, built from the stored hashes on first use
-        self._pdq_lock = threading.Lock()
+        #: objects told of this process's writes and of reloads (candidate sources built
+        #: from the stored data): ``added(ref_id, blobs)``, ``removed(ref_ids)``, ``reset()``
+        self.listeners: list = []
 
     # -- verification data ---------------------------------------------------------------
     def put_blobs(self, ref_id: int, blobs: dict[str, bytes]) -> None:
@@ -61,8 +62,8 @@ class IndexStore:
         self.check_writable()
         for kind, data in blobs.items():
             self.metadata.put_blob(ref_id, kind, data)
-        if PDQ_BLOB in blobs and self._pdq is not None:
-            self._pdq.add([ref_id], [blobs[PDQ_BLOB][:32]])
+        for listener in self.listeners:
+            listener.added(ref_id, blobs)
 
     def load_keypoints(self, ref_id: int):
         """The stored keypoints of a reference, or None."""
@@ -71,34 +72,13 @@ class IndexStore:
         blob = self.metadata.get_blob(ref_id, KEYPOINTS_BLOB)
         return None if blob is None else Keypoints.from_bytes(blob)
 
-    def _pdq_index(self):
-        with self._pdq_lock:
-            if self._pdq is None:
-                from ..verify.pdq import MIN_QUALITY, PdqIndex
-
-                index = PdqIndex()
-                for batch in self.metadata.iter_blobs(PDQ_BLOB):
-                    rows = [(ref_id, blob) for ref_id, blob in batch if blob[32] >= MIN_QUALITY]
-                    if rows:
-                        index.add([ref_id for ref_id, _ in rows], [blob[:32] for _, blob in rows])
-                self._pdq = index
-            return self._pdq
-
-    def search_pdq(self, variants: list[bytes], k: int = 8):
-        """(distances, ref ids) of references whose PDQ hash is within the match threshold."""
-        from ..verify.pdq import MATCH_THRESHOLD
-
-        if not variants:
-            return [], []
-        return self._pdq_index().search(variants, k, max_distance=MATCH_THRESHOLD)
-
     def remove_references(self, ref_ids: list[int]) -> None:
-        """Drop references from the vectors, the metadata and the PDQ index (pending until save)."""
+        """Drop references from the vectors and the metadata, and tell the listeners (pending until save)."""
         self.check_writable()
         self.vectors.remove_references(ref_ids)
         self.metadata.delete(ref_ids)
-        if self._pdq is not None:
-            self._pdq.remove(ref_ids)
+        for listener in self.listeners:
+            listener.removed(ref_ids)
 
     def check_writable(self) -> None:
         """Raise :class:`~provenance.errors.ReadOnlyIndexError` unless opened for writing."""
@@ -107,7 +87,7 @@ class IndexStore:
 
     @classmethod
     def create(cls, directory: str | os.PathLike, embedder_description: dict[str, Any], overwrite: bool = False,
-               regions: list[list[float]] | None = None) -> "IndexStore":
+               regions: list[Any] | None = None) -> "IndexStore":
         """Create an empty index; an existing one is refused unless ``overwrite``."""
         directory = Path(directory)
         if (directory / MANIFEST_NAME).exists():
@@ -163,8 +143,8 @@ class IndexStore:
         with self._save_lock:
             self.manifest = read_manifest(self.directory)
             self.vectors = self._load_vectors(self.directory, self.manifest, self.metadata, self.read_only)
-            with self._pdq_lock:
-                self._pdq = None
+        for listener in self.listeners:
+            listener.reset()
 
     def _check_consistency(self) -> None:
         recorded = self.metadata.get_state("vector_count")

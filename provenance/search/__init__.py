@@ -1,0 +1,1 @@
+"""Finding candidate references for a query: sources behind one contract, fused in one place."""

@@ -1,0 +1,56 @@
+"""Fusing the candidate sources' hits, and choosing which candidates to verify.
+
+One place decides what reaches geometric verification, whatever proposed it:
+
+* the best :data:`VERIFY_CANDIDATES` by embedding similarity;
+* every PDQ near-duplicate (cheap to confirm, and it may not embed close: a rotation);
+* when none of those verifies and the embedding's ranking is not decisive (the best
+  similarity is not clearly above the next ones), the next :data:`MORE_CANDIDATES` by
+  similarity: a tight avatar's true reference often ranks 7th-12th behind other
+  photos of similar-looking people.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from ..matching import Candidate
+from .sources import Hit
+
+#: References verified geometrically per query in the first round (best by similarity).
+VERIFY_CANDIDATES = 6
+#: Further references verified when the first round finds no copy and the margin is small.
+MORE_CANDIDATES = 6
+#: The embedding's ranking is decisive when the best similarity exceeds the
+#: ``VERIFY_CANDIDATES``-th by this much (cosine); then a second round is not needed.
+DECISIVE_MARGIN = 0.15
+
+
+def fuse(hits: Iterable[Hit]) -> dict[int, Candidate]:
+    """One candidate per reference: the best similarity (and its view), the smallest PDQ distance."""
+    candidates: dict[int, Candidate] = {}
+    for hit in hits:
+        candidate = candidates.setdefault(hit.ref_id, Candidate(hit.ref_id))
+        if hit.similarity is not None and hit.similarity > candidate.similarity:
+            candidate.similarity, candidate.view = float(hit.similarity), int(hit.view)
+        if hit.pdq_distance is not None and (candidate.pdq_distance is None or hit.pdq_distance < candidate.pdq_distance):
+            candidate.pdq_distance = int(hit.pdq_distance)
+    return candidates
+
+
+def by_similarity(candidates: dict[int, Candidate]) -> list[Candidate]:
+    return sorted(candidates.values(), key=lambda candidate: (-candidate.similarity, candidate.ref_id))
+
+
+def first_round(ranked: list[Candidate]) -> list[Candidate]:
+    """The candidates every query verifies."""
+    return ranked[:VERIFY_CANDIDATES] + [c for c in ranked[VERIFY_CANDIDATES:] if c.pdq_distance is not None]
+
+
+def second_round(ranked: list[Candidate]) -> list[Candidate]:
+    """Candidates to verify when the first round found no copy (empty when the ranking is decisive)."""
+    if any(candidate.is_copy for candidate in ranked) or len(ranked) <= VERIFY_CANDIDATES:
+        return []
+    if ranked[0].similarity - ranked[VERIFY_CANDIDATES - 1].similarity > DECISIVE_MARGIN:
+        return []
+    return [c for c in ranked[VERIFY_CANDIDATES:VERIFY_CANDIDATES + MORE_CANDIDATES] if c.verification is None]

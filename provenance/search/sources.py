@@ -1,0 +1,205 @@
+"""Candidate sources: every way of proposing references for a query, behind one contract.
+
+A source answers a :class:`QueryBatch` with, per image, the references it proposes and
+its evidence for each (:class:`Hit`). :func:`provenance.search.fusion.fuse` merges the
+sources' hits into one candidate per reference; verification then decides. Like
+python-threatexchange's ``SignalTypeIndex``, every source has the same small life cycle:
+built from the committed index (:meth:`CandidateSource.from_store`), told of references
+added and removed by a writer in this process (:meth:`added`, :meth:`removed`), and
+rebuilt when another process's save is followed (:meth:`reset`).
+
+Sources:
+
+* ``vectors``: the global embeddings of every query view against every indexed region;
+* ``pdq``: near-exact PDQ hashes (the 8 rotations and flips of the query).
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+
+from ..index.store import PDQ_BLOB, IndexStore
+from ..index.vectors import reference_ids, region_numbers
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One source's evidence that ``ref_id`` may be what a query copies.
+
+    ``similarity``: best cosine similarity over the query's views and the reference's
+    regions (vector source), with the ``view`` that gave it; ``pdq_distance``: Hamming
+    distance of the closest PDQ variant (PDQ source).
+    """
+
+    ref_id: int
+    source: str
+    similarity: float | None = None
+    view: int = 0
+    pdq_distance: int | None = None
+
+
+@dataclass
+class QueryBatch:
+    """What sources may read about a batch of queries.
+
+    ``vectors`` holds the embeddings of every view of every image, image after image;
+    ``view_starts[i]`` is the row of image ``i``'s first view. ``features[i]`` computes
+    image ``i``'s local features and hashes on demand (:class:`~provenance.matching.QueryFeatures`).
+    """
+
+    vectors: np.ndarray
+    view_starts: np.ndarray
+    features: Sequence[Any]
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def rows(self, image: int) -> slice:
+        return slice(int(self.view_starts[image]), int(self.view_starts[image + 1]))
+
+
+class CandidateSource(ABC):
+    """Proposes references for queries; see the module docstring for the life cycle."""
+
+    name: ClassVar[str]
+
+    @classmethod
+    @abstractmethod
+    def from_store(cls, store: IndexStore, **options: Any) -> "CandidateSource":
+        """A source over the committed contents of ``store``."""
+
+    @abstractmethod
+    def search(self, batch: QueryBatch) -> list[list[Hit]]:
+        """Per image of ``batch``, the references proposed (any order, one hit per reference)."""
+
+    def added(self, ref_id: int, blobs: dict[str, bytes]) -> None:
+        """A writer in this process stored reference ``ref_id`` with these verification blobs."""
+
+    def removed(self, ref_ids: Sequence[int]) -> None:
+        """A writer in this process removed these references."""
+
+    def reset(self) -> None:
+        """The store was reloaded from another process's save: drop what was derived from it."""
+
+
+#: name -> source class; :func:`register_source` adds to it.
+SOURCES: dict[str, type[CandidateSource]] = {}
+
+
+def register_source(cls: type[CandidateSource]) -> type[CandidateSource]:
+    """Class decorator: make a source available by its ``name``."""
+    if cls.name in SOURCES:
+        raise ValueError(f"candidate source {cls.name!r} registered twice")
+    SOURCES[cls.name] = cls
+    return cls
+
+
+@register_source
+class VectorSource(CandidateSource):
+    """Global embeddings: the best similarity per reference over (query view, region) pairs.
+
+    ``depth`` hits are fetched per view; ``regions`` (None: all) restricts the indexed
+    regions that count (ablations: ``{0}`` is the whole-image vector alone).
+    """
+
+    name = "vectors"
+
+    def __init__(self, store: IndexStore, depth: int, regions: frozenset[int] | None = None):
+        self._store = store
+        self.depth = depth
+        self.regions = regions
+
+    @classmethod
+    def from_store(cls, store: IndexStore, depth: int = 32, regions: frozenset[int] | None = None, **_: Any) -> "VectorSource":
+        return cls(store, depth, regions)
+
+    def search(self, batch: QueryBatch) -> list[list[Hit]]:
+        if not len(batch):
+            return []
+        scores, ids = self._store.vectors.search(batch.vectors, self.depth)
+        if self.regions is not None:
+            ids = np.where(np.isin(region_numbers(ids), list(self.regions)), ids, -1)
+        refs = reference_ids(ids)
+        hits = []
+        for image in range(len(batch)):
+            rows = batch.rows(image)
+            hits.append(_best_per_reference(scores[rows], refs[rows], self.name))
+        return hits
+
+
+def _best_per_reference(scores: np.ndarray, refs: np.ndarray, source: str) -> list[Hit]:
+    best: dict[int, tuple[float, int]] = {}
+    for view in range(scores.shape[0]):
+        for score, ref_id in zip(scores[view].tolist(), refs[view].tolist()):
+            if ref_id >= 0 and score > best.get(ref_id, (-2.0, 0))[0]:
+                best[ref_id] = (score, view)
+    return [Hit(ref_id, source, similarity=score, view=view) for ref_id, (score, view) in best.items()]
+
+
+@register_source
+class PdqSource(CandidateSource):
+    """References whose PDQ hash is within the match threshold of a rotation or flip of the query.
+
+    The hash index is built from the stored hashes on first use and kept in step with
+    this process's writes; flat, low-quality hashes are left out on both sides.
+    """
+
+    name = "pdq"
+
+    def __init__(self, store: IndexStore, k: int = 8):
+        self._store = store
+        self.k = k
+        self._index = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_store(cls, store: IndexStore, k: int = 8, **_: Any) -> "PdqSource":
+        return cls(store, k)
+
+    def _built(self):
+        with self._lock:
+            if self._index is None:
+                from ..verify.pdq import MIN_QUALITY, PdqIndex
+
+                index = PdqIndex()
+                for batch in self._store.metadata.iter_blobs(PDQ_BLOB):
+                    rows = [(ref_id, blob) for ref_id, blob in batch if blob[32] >= MIN_QUALITY]
+                    if rows:
+                        index.add([ref_id for ref_id, _ in rows], [blob[:32] for _, blob in rows])
+                self._index = index
+            return self._index
+
+    def search(self, batch: QueryBatch) -> list[list[Hit]]:
+        from ..verify.pdq import MATCH_THRESHOLD
+
+        hits = []
+        for features in batch.features:
+            variants = features.pdq_variants()
+            if not variants:
+                hits.append([])
+                continue
+            distances, ids = self._built().search(variants, self.k, max_distance=MATCH_THRESHOLD)
+            hits.append([Hit(int(ref_id), self.name, pdq_distance=int(distance)) for distance, ref_id in zip(distances, ids)])
+        return hits
+
+    def added(self, ref_id: int, blobs: dict[str, bytes]) -> None:
+        from ..verify.pdq import MIN_QUALITY
+
+        with self._lock:
+            blob = blobs.get(PDQ_BLOB)
+            if self._index is not None and blob is not None and blob[32] >= MIN_QUALITY:
+                self._index.add([ref_id], [blob[:32]])
+
+    def removed(self, ref_ids: Sequence[int]) -> None:
+        with self._lock:
+            if self._index is not None:
+                self._index.remove(ref_ids)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._index = None
