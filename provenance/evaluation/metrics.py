@@ -18,6 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
+#: The group of queries that are other crops of a reference's photograph (shared pixels).
+PARTIAL_COPY_GROUP = "partial_copy_same_photo"
 #: Verdicts that do not flag a copy; any other verdict does ("match", "copy", ...).
 UNFLAGGED_VERDICTS = frozenset({"no_match", "similar"})
 
@@ -222,3 +224,15 @@ def _verdict_block(positive, group, correct, verdicts) -> dict:
         "counts": {key: dict(sorted(value.items())) for key, value in sorted(counts.items())},
         "per_family_recall": per_family,
     }
+
+
+def partial_copy_block(records: Sequence[dict], system: str = "engine") -> dict:
+    """Outcomes for partial copies of the same photograph: ``copy`` of the reference they
+    share pixels with (right), not flagged (acceptable), or flagged as a copy of another
+    reference (wrong); with the median coverage of the right ones' boxes."""
+    answers = [record["systems"][system] for record in records]
+    right = [a for a in answers if is_flagged(a["verdict"]) and a["correct"]]
+    wrong = [a for a in answers if is_flagged(a["verdict"]) and not a["correct"]]
+    coverages = [a["coverage"] for a in right if a.get("coverage") is not None]
+    return {"queries": len(answers), "copy_of_shared_reference": len(right), "not_flagged": len(answers) - len(right) - len(wrong),
+            "copy_of_other_reference": len(wrong), "median_coverage": float(np.median(coverages)) if coverages else None}

@@ -77,6 +77,27 @@ def read_rows(csv_path: str | Path, required: Sequence[str] = ("path",)) -> list
     return rows
 
 
+def relabel(negatives: Sequence[Row], relabelled: Sequence[Row]) -> list[Row]:
+    """``negatives`` with the kind given by ``relabelled`` (matched by path) where it names one."""
+    kinds = {row.path: row.kind for row in relabelled if row.kind}
+    unknown = sorted(set(kinds) - {row.path for row in negatives})
+    if unknown:
+        raise BadInputError(f"hard negatives not among the negatives: {', '.join(unknown[:3])}")
+    return [Row(row.path, row.file, row.subject, row.source_url, row.collection, kinds.get(row.path, row.kind))
+            for row in negatives]
+
+
+def read_partial_copies(csv_path: str | Path) -> list[tuple[Row, str]]:
+    """(query row, the reference path it shares pixels with) for each line of a ``path,ref`` CSV."""
+    csv_path = Path(csv_path)
+    rows = read_rows(csv_path, ("path",))
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        refs = [line.get("ref") or "" for line in csv.DictReader(handle)]
+    if any(not ref for ref in refs):
+        raise BadInputError(f"{csv_path}: every row needs a 'ref' column naming the reference it shares pixels with")
+    return list(zip(rows, refs))
+
+
 def resolve_families(names: Sequence[str] | None) -> list[str]:
     """The families to run, in registry order; ``None`` or empty means all."""
     if not names:

@@ -87,6 +87,13 @@ def markdown(systems: dict[str, dict], run: dict) -> str:
     lines += _table(["negative kind", "n", *names], kind_rows)
     for name in names:
         lines += _verdict_lines(name, systems[name].get("verdict"))
+    partial = first.get("partial_copies")
+    if partial:
+        lines += ["", "## Partial copies of the same photograph (another crop of a reference's photo)", "",
+                  *_table(["n", "copy of the shared reference (right)", "not flagged (acceptable)",
+                           "copy of another reference (wrong)", "median coverage"],
+                          [[str(partial["queries"]), str(partial["copy_of_shared_reference"]), str(partial["not_flagged"]),
+                            str(partial["copy_of_other_reference"]), fmt(partial["median_coverage"])]])]
     return "\n".join(lines) + "\n"
 
 

@@ -16,7 +16,8 @@ from ..errors import BadInputError
 from . import metrics as M
 from .baselines import HashBaseline, make_baseline
 from .html import write_html
-from .queries import DEFAULT_PER_FAMILY, QuerySpec, Row, build_query, load_rgb, plan_queries, read_rows, resolve_families
+from .queries import (DEFAULT_PER_FAMILY, QuerySpec, Row, build_query, load_rgb, plan_queries, read_partial_copies, read_rows,
+                      relabel, resolve_families)
 from .report import write_outputs
 
 Progress = Optional[Callable[[str, int, int], None]]
@@ -28,13 +29,19 @@ class EvalConfig:
     """What to evaluate and where to write the results.
 
     ``limit`` caps queries for quick runs: at most ``limit`` positives per family and
-    ``limit`` negatives per kind. ``index_dir``: an index to reuse (missing references
+    ``limit`` negatives per kind. ``partial_copies``: a CSV (``path``, ``ref``) of images
+    that share pixels with a reference (another crop of the same photograph); they are
+    scored in a block of their own (:func:`~.metrics.partial_copy_block`), outside µAP and
+    the false-positive rates. ``hard_negatives``: a CSV (``path``, ``kind``) that relabels
+    some negatives with a kind of their own (e.g. ``shared_backdrop``). ``index_dir``: an index to reuse (missing references
     are added to it) or to create; ``None`` builds a throwaway index in a temporary folder.
     """
 
     refs: Path
     out_dir: Path
     negatives: Path | None = None
+    partial_copies: Path | None = None
+    hard_negatives: Path | None = None
     seed: int = 0
     families: Sequence[str] | None = None
     per_family: int = DEFAULT_PER_FAMILY
@@ -81,6 +88,9 @@ def run_evaluation(config: EvalConfig, progress: Progress = None, *, engine: Any
     report = progress or (lambda stage, done, total: None)
     refs = read_rows(config.refs)
     negatives = read_rows(config.negatives, ("path", "kind")) if config.negatives else []
+    if config.hard_negatives:
+        negatives = relabel(negatives, read_rows(config.hard_negatives, ("path", "kind")))
+    partials = read_partial_copies(config.partial_copies) if config.partial_copies else []
     families = resolve_families(config.families)
     if config.limit is not None and config.limit < 1:
         raise BadInputError("limit must be at least 1")
@@ -93,9 +103,12 @@ def run_evaluation(config: EvalConfig, progress: Progress = None, *, engine: Any
             engine = _open_engine(config, stack, runs[ENGINE], report)
         baselines = _build_baselines(config.baselines, refs, runs, report)
         records = _run_queries(specs, refs, negatives, config, engine, baselines, runs, report)
+        partial_records = _run_partial_copies(partials, engine, config.top_k, report)
     systems = {name: _score(records, name, run) for name, run in runs.items()}
+    if partials:
+        systems[ENGINE]["partial_copies"] = M.partial_copy_block(partial_records)
     run_info = _run_info(config, refs, negatives, families, specs, started)
-    markdown = write_outputs(out_dir, systems, run_info, records)
+    markdown = write_outputs(out_dir, systems, run_info, records + partial_records)
     report("report", 0, 1)
     page = write_html(
         out_dir, records, ENGINE, systems[ENGINE]["threshold_at_p99"],
@@ -157,6 +170,22 @@ def _run_queries(specs, refs, negatives, config, engine, baselines, runs, report
         records.append({"qid": spec.qid, "positive": spec.positive, "group": spec.group, "index": spec.index,
                         "source": source, "truth": truth, "params": spec.params, "systems": answers})
         report("queries", done, len(specs))
+    return records
+
+
+def _run_partial_copies(partials: list[tuple[Row, str]], engine, top_k: int, report) -> list[dict]:
+    records = []
+    for done, (row, truth) in enumerate(partials, 1):
+        result = engine.query(load_rgb(row), top_k=top_k)
+        best = result.matches[0] if result.matches else None
+        answer = {"top": [m.path for m in result.matches], "scores": [float(m.score) for m in result.matches],
+                  "verdict": result.verdict, "box": list(best.box) if best is not None and best.box else None,
+                  "coverage": best.coverage if best is not None else None}
+        _judge(answer, truth)
+        records.append({"qid": f"partial/{done - 1}", "positive": False, "partial": True,
+                        "group": M.PARTIAL_COPY_GROUP, "index": done - 1, "source": row.path, "truth": truth,
+                        "params": {}, "systems": {ENGINE: answer}})
+        report("partial copies", done, len(partials))
     return records
 
 
