@@ -64,10 +64,13 @@ class Engine:
         self.query_photo_regions = True
         self.query_faces = True
         self.query_discs = True
-        #: search the indexed reference crops too (False: whole-image vectors only)
-        self.use_regions = True
+        #: search the indexed reference crops too (False: whole-image vectors only; a set of
+        #: region numbers: those alone, for ablations)
+        self.use_regions: bool | frozenset[int] = True
         #: geometric verification of the best candidates, and the PDQ near-exact path
         self.verify = True
+        #: a second round of verification when the first finds no copy (search.fusion)
+        self.verify_more = True
         self.use_pdq = True
         self._loaded_generation = store.generation()
         self._sources: dict[str, CandidateSource] = {}
@@ -88,7 +91,8 @@ class Engine:
             sources.pop("pdq", None)
         vectors = sources.get("vectors")
         if vectors is not None:
-            vectors.regions = None if self.use_regions else frozenset({0})
+            regions = self.use_regions
+            vectors.regions = None if regions is True else frozenset({0}) if regions is False else frozenset(regions)
         return list(sources.values())
 
     # -- opening -----------------------------------------------------------------------
@@ -364,7 +368,8 @@ class Engine:
         if self.verify:
             ranked = fusion.by_similarity(candidates)
             verify_candidates(fusion.first_round(ranked), features, self._store.load_keypoints, pool)
-            verify_candidates(fusion.second_round(ranked), features, self._store.load_keypoints, pool)
+            if self.verify_more:
+                verify_candidates(fusion.second_round(ranked), features, self._store.load_keypoints, pool)
         best = sorted(candidates.values(), key=lambda candidate: (-candidate.score(), candidate.ref_id))[:top_k]
         return self._make_result(name, best)
 

@@ -1,7 +1,8 @@
 """Ablation: the eval's metrics as the engine's components are switched on one by one.
 
-Usage: python scripts/ablation.py --index DIR [--bench ../shared/bench] [--limit 20] [--out out/ablation]
-The index must hold the bench references (built with the default regions). Each step
+Usage: python scripts/ablation.py --index DIR [--bench ../shared/bench] [--limit 20] [--families a,b] [--out out/ablation]
+The index must hold the bench references (built with the default regions: whole image,
+two centred crops, two face squares). Each step
 runs `run_evaluation` on the same seeded queries with the engine configured as listed.
 Prints a markdown table (overall and per family); asserts nothing.
 """
@@ -13,12 +14,16 @@ from pathlib import Path
 
 STEPS = [
     ("whole-image embedding only", dict(use_regions=False, query_mirror=False, query_strip_borders=False,
-                                         query_photo_regions=False, use_pdq=False, verify=False)),
-    ("+ reference crops (regions)", dict(use_regions=True)),
+                                         query_photo_regions=False, query_faces=False, query_discs=False,
+                                         use_pdq=False, verify=False, verify_more=False)),
+    ("+ centred reference crops", dict(use_regions=frozenset({0, 1, 2}))),
     ("+ mirrored and border-stripped query views", dict(query_mirror=True, query_strip_borders=True)),
     ("+ photo-region views (screenshots, avatars)", dict(query_photo_regions=True)),
+    ("+ face squares of the references", dict(use_regions=True)),
+    ("+ face and avatar-disc query views", dict(query_faces=True, query_discs=True)),
     ("+ PDQ near-exact path", dict(use_pdq=True)),
-    ("+ geometric verification (full engine)", dict(verify=True)),
+    ("+ geometric verification of the best 6", dict(verify=True)),
+    ("+ 6 more when none verifies (full engine)", dict(verify_more=True)),
 ]
 
 
@@ -28,6 +33,7 @@ def main() -> None:
     parser.add_argument("--bench", default="../shared/bench")
     parser.add_argument("--limit", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--families", default=None, help="comma-separated families (default: all)")
     parser.add_argument("--out", default="out/ablation")
     args = parser.parse_args()
 
@@ -40,7 +46,8 @@ def main() -> None:
         for name, value in settings.items():
             setattr(engine, name, value)
         config = EvalConfig(refs=Path(args.bench) / "refs.csv", negatives=Path(args.bench) / "negatives.csv",
-                            out_dir=Path(args.out) / f"step{number}", seed=args.seed, limit=args.limit, baselines=())
+                            out_dir=Path(args.out) / f"step{number}", seed=args.seed, limit=args.limit, baselines=(),
+                            families=args.families.split(",") if args.families else None)
         metrics = run_evaluation(config, engine=engine).systems["engine"]
         rows.append((label, metrics))
         families[label] = metrics.get("per_family", {})
