@@ -213,3 +213,31 @@ def test_runner_uses_a_temporary_index_by_default(bench, tmp_path, monkeypatch):
     temporary = FakeEngineClass.calls[0][1]
     assert FakeEngineClass.calls[0][0] == "create" and not temporary.exists()
     assert not (tmp_path / "out" / "index").exists()
+
+
+def test_partial_copies_scored_apart_and_hard_negatives_relabelled(bench, tmp_path):
+    # the stand-in engine only knows thumbnails: the "partial copy" is r0 re-encoded
+    Image.open(bench / "refs/r0.jpg").convert("RGB").save(tmp_path / "partial0.jpg", quality=90)
+    portrait(seed=999).save(tmp_path / "partial1.jpg", quality=95)
+    (tmp_path / "partials.csv").write_text(f"path,ref\n{tmp_path / 'partial0.jpg'},refs/r0.jpg\n"
+                                           f"{tmp_path / 'partial1.jpg'},refs/r1.jpg\n")
+    (tmp_path / "hard.csv").write_text("path,kind\nnegatives/n1.jpg,shared_backdrop\n")
+    config = EvalConfig(refs=bench / "refs.csv", negatives=bench / "negatives.csv", out_dir=tmp_path / "out",
+                        families=["grayscale"], per_family=2, baselines=(), partial_copies=tmp_path / "partials.csv",
+                        hard_negatives=tmp_path / "hard.csv")
+    files = {f"refs/r{i}.jpg": bench / f"refs/r{i}.jpg" for i in range(8)}
+    summary = run_evaluation(config, engine=TinyEngine(files))
+    engine = summary.systems["engine"]
+    block = engine["partial_copies"]
+    assert block["queries"] == 2
+    assert block["copy_of_shared_reference"] + block["not_flagged"] + block["copy_of_other_reference"] == 2
+    assert block["copy_of_shared_reference"] == 1
+    assert engine["positives"] == 2 and engine["negatives"] == 6  # partial copies count in neither
+    assert engine["negatives_fpr"]["shared_backdrop"]["queries"] == 1
+    assert "Partial copies of the same photograph" in summary.markdown
+    lines = [json.loads(line) for line in (tmp_path / "out" / "queries.jsonl").read_text().splitlines()]
+    assert sum(1 for line in lines if line.get("partial")) == 2
+    bad = EvalConfig(refs=bench / "refs.csv", negatives=bench / "negatives.csv", out_dir=tmp_path / "bad",
+                     families=["grayscale"], per_family=1, baselines=(), hard_negatives=tmp_path / "partials.csv")
+    with pytest.raises(Exception, match="kind"):
+        run_evaluation(bad, engine=TinyEngine(files))

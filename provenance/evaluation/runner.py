@@ -179,8 +179,8 @@ def _run_partial_copies(partials: list[tuple[Row, str]], engine, top_k: int, rep
         result = engine.query(load_rgb(row), top_k=top_k)
         best = result.matches[0] if result.matches else None
         answer = {"top": [m.path for m in result.matches], "scores": [float(m.score) for m in result.matches],
-                  "verdict": result.verdict, "box": list(best.box) if best is not None and best.box else None,
-                  "coverage": best.coverage if best is not None else None}
+                  "verdict": result.verdict, "box": list(getattr(best, "box", None) or []) or None,
+                  "coverage": getattr(best, "coverage", None)}
         _judge(answer, truth)
         records.append({"qid": f"partial/{done - 1}", "positive": False, "partial": True,
                         "group": M.PARTIAL_COPY_GROUP, "index": done - 1, "source": row.path, "truth": truth,
