@@ -176,3 +176,38 @@ def test_thresholds_are_respected(reference):
     default = verify_pair(query_kp, ref_kp)
     strict = verify_pair(query_kp, ref_kp, thresholds=Thresholds(min_inliers=default.inliers + 1))
     assert default.verified and not strict.verified
+
+
+def test_a_shared_logo_on_two_different_photos_is_not_a_copy():
+    from provenance.verify.geometry import verify_with_mirror
+    from provenance.verify.keypoints import extract_keypoints, extract_keypoints_with_mirror
+
+    from .conftest import synthetic_photo
+
+    logo = synthetic_photo(50, size=(70, 50))
+    for size in ((320, 240), (250, 250)):
+        reference, other = synthetic_photo(1, size=size), synthetic_photo(2, size=size)
+        reference.paste(logo, (20, 20))
+        other.paste(logo, (150, 120))
+        plain, mirrored = extract_keypoints_with_mirror(other)
+        outcome = verify_with_mirror(plain, mirrored, extract_keypoints(reference))
+        assert outcome.inliers >= 15  # the logo itself matches...
+        assert not outcome.verified  # ...but it is not the photo
+
+
+def test_a_copy_under_stickers_and_a_caption_band_still_verifies():
+    from PIL import ImageDraw
+
+    from provenance.verify.geometry import verify_with_mirror
+    from provenance.verify.keypoints import extract_keypoints, extract_keypoints_with_mirror
+
+    from .conftest import synthetic_photo
+
+    reference = synthetic_photo(3, size=(320, 320))
+    copy = reference.crop((30, 20, 300, 300)).resize((400, 415))
+    for number, xy in enumerate(((40, 60), (250, 200), (150, 300))):
+        copy.paste(synthetic_photo(60 + number, size=(90, 90)), xy)
+    ImageDraw.Draw(copy).rectangle((0, 340, 400, 400), fill=(220, 40, 90))
+    plain, mirrored = extract_keypoints_with_mirror(copy)
+    outcome = verify_with_mirror(plain, mirrored, extract_keypoints(reference))
+    assert outcome.verified and outcome.box is not None
