@@ -64,6 +64,7 @@ class Engine:
         self.query_photo_regions = True
         self.query_faces = True
         self.query_discs = True
+        self.query_circles = True
         #: search the indexed reference crops too (False: whole-image vectors only; a set of
         #: region numbers: those alone, for ablations)
         self.use_regions: bool | frozenset[int] = True
@@ -289,7 +290,8 @@ class Engine:
     def _views(self, image) -> list:
         scales = [spec.scale for spec in self.regions if isinstance(spec, SubjectSquare)] if self.query_faces else []
         return query_views(image, mirror=self.query_mirror, strip=self.query_strip_borders,
-                           photos=self.query_photo_regions, face_scales=scales, disc=self.query_discs)
+                           photos=self.query_photo_regions, face_scales=scales, disc=self.query_discs,
+                           circles=self.query_circles)
 
     def query(self, image: ImageSource, top_k: int = 5) -> QueryResult:
         """Which references ``image`` may have been copied from, best first."""

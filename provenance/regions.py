@@ -136,10 +136,11 @@ class QueryView:
 
 
 def query_views(image: Image.Image, mirror: bool = True, strip: bool = True, photos: bool = True,
-                face_scales: Sequence[float] = (), disc: bool = True) -> list[QueryView]:
+                face_scales: Sequence[float] = (), disc: bool = True, circles: bool = True) -> list[QueryView]:
     """The views searched for a query.
 
-    As given; without borders; the square inside a round avatar's disc; squares of
+    As given; without borders; the square inside a round avatar's disc; the squares inside
+    the round avatars found anywhere in it (a profile page's avatar); squares of
     ``face_scales`` face sizes around the largest detected face (the references' face
     squares); the photo-like areas inside it (a screenshot's photo, an avatar); and the
     mirror images of all but the photo areas.
@@ -153,6 +154,9 @@ def query_views(image: Image.Image, mirror: bool = True, strip: bool = True, pho
         box = disc_square(views[-1].image)
         if box is not None:
             views.append(QueryView("disc", views[-1].image.crop(box), False))
+    if circles:
+        for number, box in enumerate(round_avatars(image)):
+            views.append(QueryView(f"circle{number}", image.crop(_inscribed_square(box, 0.95)), False))
     if face_scales:
         faces = detect_faces(image, max_faces=1, side=QUERY_DETECT_SIDE)
         for face in faces:
@@ -203,9 +207,36 @@ def _squarish(box: tuple[int, int, int, int]) -> bool:
     return max(width, height) <= 1.15 * min(width, height)
 
 
-def _inscribed_square(box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+def round_avatars(image: Image.Image, max_circles: int = 2, side: int = QUERY_DETECT_SIDE) -> list[tuple[int, int, int, int]]:
+    """Pixel boxes of the circles in ``image`` that may be round avatars, strongest first.
+
+    A profile page shows the stolen photo as a disc beside a banner, name and tiles; its
+    outline is a strong, complete circle even when the photo inside merges with the banner
+    into one textured area (which :func:`photo_boxes` cannot split). OpenCV's gradient
+    Hough transform (``HOUGH_GRADIENT_ALT``, which scores circle completeness) finds it;
+    circles that fill the image are left to :func:`disc_square`.
+    """
+    import cv2
+
+    width, height = image.size
+    scale = side / min(width, height)
+    small = (max(1, round(width * scale)), max(1, round(height * scale)))
+    gray = cv2.GaussianBlur(np.asarray(image.convert("L").resize(small, Image.Resampling.BILINEAR)), (5, 5), 1.5)
+    shortest = min(gray.shape)
+    found = cv2.HoughCircles(gray, cv2.HOUGH_GRADIENT_ALT, dp=1.5, minDist=shortest * 0.1, param1=150, param2=0.8,
+                             minRadius=max(6, int(shortest * 0.04)), maxRadius=int(shortest * 0.42))
+    if found is None:
+        return []
+    boxes = []
+    for x, y, radius in found[0][:max_circles]:
+        box = (round((x - radius) / scale), round((y - radius) / scale), round((x + radius) / scale), round((y + radius) / scale))
+        boxes.append((max(0, box[0]), max(0, box[1]), min(width, box[2]), min(height, box[3])))
+    return boxes
+
+
+def _inscribed_square(box: tuple[int, int, int, int], shrink: float = 1.0) -> tuple[int, int, int, int]:
     x0, y0, x1, y1 = box
-    inset = (1 - 2**-0.5) / 2
+    inset = (1 - shrink * 2**-0.5) / 2
     dx, dy = (x1 - x0) * inset, (y1 - y0) * inset
     return round(x0 + dx), round(y0 + dy), round(x1 - dx), round(y1 - dy)
 

@@ -59,7 +59,7 @@ def test_query_views_include_mirrors_and_avatar_inner_square():
     assert names[0] == "full" and "full+mirror" in names and "photo0-inner" in names
     mirrored = next(view for view in views if view.name == "full+mirror")
     assert mirrored.mirrored and mirrored.image.tobytes() == ImageOps.mirror(page).tobytes()
-    assert [view.name for view in query_views(page, mirror=False, strip=False, photos=False, disc=False)] == ["full"]
+    assert [view.name for view in query_views(page, mirror=False, strip=False, photos=False, disc=False, circles=False)] == ["full"]
 
 
 def test_crop_fraction_and_default_regions():
@@ -123,3 +123,22 @@ def test_query_views_cut_the_disc_of_a_round_avatar():
     names = [view.name for view in query_views(avatar)]
     assert "disc" in names and "disc+mirror" in names
     assert "disc" not in [view.name for view in query_views(avatar, disc=False)]
+
+
+def test_round_avatars_find_the_avatar_of_a_profile_page_over_its_banner():
+    from provenance.regions import round_avatars
+
+    page = Image.new("RGB", (480, 1000), (255, 255, 255))
+    page.paste(_textured(11, (480, 170)), (0, 40))  # the banner: as textured as the photo
+    avatar = _round_avatar(_textured(12, (200, 200)), 120, 1.0, (255, 255, 255))
+    ImageDraw.Draw(page).ellipse((16, 144, 144, 272), fill=(255, 255, 255))  # the page-coloured ring
+    page.paste(avatar, (20, 148))
+    draw = ImageDraw.Draw(page)
+    draw.text((20, 290), "Jane Doe  @jane", fill=(0, 0, 0))
+    boxes = round_avatars(page)
+    assert boxes, "no circle found"
+    x0, y0, x1, y1 = boxes[0]
+    assert abs(x0 - 20) <= 8 and abs(y0 - 148) <= 8 and abs(x1 - 140) <= 8 and abs(y1 - 268) <= 8, boxes
+    names = [view.name for view in query_views(page)]
+    assert "circle0" in names and "circle0+mirror" in names
+    assert "circle0" not in [view.name for view in query_views(page, circles=False)]
