@@ -95,6 +95,19 @@ class QueryFeatures:
             if base not in self._keypoints:
                 self._keypoints[base] = pool.submit(extract_keypoints_with_mirror, self.views[base].image)
 
+    def evidence_views(self, view: int) -> list[int]:
+        """The unmirrored views a candidate found by ``view`` is verified on, in order.
+
+        Its own view when that may be judged alone, else the query's content without
+        borders or the inside of its round avatar; then always the whole query (view 0).
+        """
+        base = self.base_view(view)
+        if self.views[base].evidence:
+            return list(dict.fromkeys((base, 0)))
+        frames = [number for number, candidate in enumerate(self.views)
+                  if candidate.name in ("stripped", "disc")]
+        return list(dict.fromkeys((*frames, 0)))
+
     def base_view(self, view: int) -> int:
         """The unmirrored view whose keypoints (plain and mirrored) serve ``view``."""
         if not self.views[view].mirrored:
@@ -109,6 +122,7 @@ class QueryFeatures:
 
 def verify_candidates(candidates: list[Candidate], features: QueryFeatures, load_keypoints, pool=None) -> None:
     """Geometrically verify each candidate (in place), trying the query view that found it
+    (or, for a face square, the query's own frames: :meth:`QueryFeatures.evidence_views`)
     and the whole query, each with its mirror image.
 
     With ``pool`` (an executor), the query views' keypoints are extracted and the
@@ -116,7 +130,7 @@ def verify_candidates(candidates: list[Candidate], features: QueryFeatures, load
     the GIL, so one query verifies on every thread of the pool.
     """
     if pool is not None and candidates:  # the keypoints are extracted while references load
-        features.prefetch([0] + [candidate.view for candidate in candidates], pool)
+        features.prefetch([view for candidate in candidates for view in features.evidence_views(candidate.view)], pool)
     references = {candidate.ref_id: load_keypoints(candidate.ref_id) for candidate in candidates}
     usable = [candidate for candidate in candidates
               if references[candidate.ref_id] is not None and len(references[candidate.ref_id]) >= 3]
@@ -126,7 +140,7 @@ def verify_candidates(candidates: list[Candidate], features: QueryFeatures, load
 
 def _verify_one(candidate: Candidate, features: QueryFeatures, reference: Keypoints) -> None:
     tried = []
-    for view in dict.fromkeys((features.base_view(candidate.view), 0)):
+    for view in features.evidence_views(candidate.view):
         plain, mirrored = features.keypoints(view)
         outcome = verify_with_mirror(plain, mirrored, reference)
         tried.append(outcome)

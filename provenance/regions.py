@@ -128,11 +128,18 @@ def crop_fraction(image: Image.Image, box: Box) -> Image.Image:
 
 @dataclass(frozen=True)
 class QueryView:
-    """One version of the query image that is embedded and searched."""
+    """One version of the query image that is embedded and searched.
+
+    ``evidence``: whether geometric verification may judge a copy on this view alone. A
+    square cut around a detected face is not: it drops the background and clothing that
+    tell two photos of one shoot apart (three such pairs verified on 0.8-face squares
+    with 15-19 inliers), so a candidate it finds is verified on the query's own frames.
+    """
 
     name: str
     image: Image.Image
     mirrored: bool
+    evidence: bool = True
 
 
 def query_views(image: Image.Image, mirror: bool = True, strip: bool = True, photos: bool = True,
@@ -161,8 +168,9 @@ def query_views(image: Image.Image, mirror: bool = True, strip: bool = True, pho
         faces = detect_faces(image, max_faces=1, side=QUERY_DETECT_SIDE)
         for face in faces:
             for scale in face_scales:
-                views.append(QueryView(f"face{scale:g}", image.crop(subject_box(image.size, face, scale)), False))
-    mirrored = [QueryView(view.name + "+mirror", ImageOps.mirror(view.image), True) for view in views] if mirror else []
+                views.append(QueryView(f"face{scale:g}", image.crop(subject_box(image.size, face, scale)), False, False))
+    mirrored = [QueryView(view.name + "+mirror", ImageOps.mirror(view.image), True, view.evidence)
+                for view in views] if mirror else []
     if photos:
         for number, box in enumerate(photo_boxes(image)):
             views.append(QueryView(f"photo{number}", image.crop(box), False))
