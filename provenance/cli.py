@@ -38,6 +38,8 @@ def reindex(
     index: Path = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index directory."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Delete the index and start over."),
     embedder: str = typer.Option("effnet-lite0", help="Embedder for a new index."),
+    regions: str = typer.Option("default", "--regions", help="Regions indexed per reference, for a new index: "
+                                "'default' (whole image, 2 centred crops, 2 face squares) or 'centred' (no face squares: 3 vectors instead of 5)."),
     workers: Optional[int] = typer.Option(None, help="Decode worker processes (default: cores - 1)."),
     file_timeout: float = typer.Option(60.0, "--file-timeout", min=0.1,
                                        help="Seconds a file may take to read and prepare before it is skipped."),
@@ -45,9 +47,15 @@ def reindex(
 ) -> None:
     """Index every image of SOURCE; already-indexed images are skipped, changed ones re-embedded."""
     from .engine import Engine
+    from .regions import REGION_SETS
 
+    if regions not in REGION_SETS:
+        typer.echo(f"error: --regions must be one of {', '.join(REGION_SETS)}", err=True)
+        raise typer.Exit(2)
     try:
-        engine = Engine.create(index, embedder, overwrite=True) if rebuild else Engine.open_or_create(index, embedder)
+        region_specs = REGION_SETS[regions]
+        engine = (Engine.create(index, embedder, overwrite=True, regions=region_specs) if rebuild
+                  else Engine.open_or_create(index, embedder, regions=region_specs))
         bar = None if quiet else _progress_bar(None, "reindex")
 
         def progress(done: int, total: int) -> None:

@@ -128,3 +128,17 @@ def test_compact_after_remove_keeps_answers(built_index, photo_folder, photos):
     answer = json.loads(runner.invoke(app, ["query", str(copy), "-i", str(built_index), "--json"]).output)
     assert answer["matches"][0]["path"].endswith("photo_4.jpg")
     assert all(not match["path"].endswith("photo_1.jpg") for match in answer["matches"])
+
+
+def test_reindex_regions_choose_the_vectors_per_reference(tmp_path, photo_folder):
+    index = tmp_path / "centred"
+    result = runner.invoke(app, ["reindex", str(photo_folder), "-i", str(index), "-q", "--workers", "0", "--regions", "centred"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((index / "manifest.json").read_text())
+    assert len(manifest["regions"]) == 3 and manifest["vector_count"] == 6 * 3
+    default = tmp_path / "default"
+    runner.invoke(app, ["reindex", str(photo_folder), "-i", str(default), "-q", "--workers", "0"])
+    manifest = json.loads((default / "manifest.json").read_text())
+    assert {"subject_square": 0.8} in manifest["regions"] and manifest["vector_count"] == 6 * 5
+    bad = runner.invoke(app, ["reindex", str(photo_folder), "-i", str(tmp_path / "x"), "--regions", "faces"])
+    assert bad.exit_code == 2 and "--regions" in bad.output
