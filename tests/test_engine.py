@@ -197,3 +197,18 @@ def test_a_stuck_file_is_skipped_and_the_run_goes_on(tmp_path, effnet, photo_fol
             os.close(os.open(stuck, os.O_WRONLY | os.O_NONBLOCK))
         except OSError:
             pass
+
+
+def test_create_checks_every_region_against_the_id_packing(tmp_path, effnet):
+    from provenance.index.vectors import MAX_REGIONS
+    from provenance.regions import WHOLE, SubjectSquare
+
+    too_many = [WHOLE] + [SubjectSquare(0.5 + 0.1 * n) for n in range(MAX_REGIONS)]
+    with pytest.raises(BadInputError, match="at most"):
+        Engine.create(tmp_path / "a", effnet, regions=too_many)
+    with pytest.raises(BadInputError, match="whole image"):
+        Engine.create(tmp_path / "b", effnet, regions=[SubjectSquare(1.0), WHOLE])
+    with pytest.raises(BadInputError, match="bad region"):
+        Engine.create(tmp_path / "c", effnet, regions=[WHOLE, (0.5, 0.5, 0.2, 0.9)])
+    with Engine.create(tmp_path / "d", effnet, regions=[WHOLE, SubjectSquare(1.0)]) as engine:
+        assert engine.regions == (WHOLE, SubjectSquare(1.0)) and engine.search_depth == 2 * 11
