@@ -18,9 +18,10 @@ from .index.metadata import Reference
 from .index.manifest import MANIFEST_NAME
 from .index.store import PDQ_BLOB, IndexStore, read_through
 from .search import fusion
+from .search import local  # noqa: F401  (registers the keypoint vote source)
 from .search.sources import SOURCES, CandidateSource, QueryBatch
 from .index.vectors import MAX_REGIONS, REGION_BITS
-from .indexing import EMBED_BATCH, ReindexRun, index_prepared
+from .indexing import EMBED_BATCH, ReindexRun, add_visual_words, index_prepared
 from .ingest import DEFAULT_FILE_TIMEOUT, Preparer, PreparedReference, ProgressCallback, model_threads_beside, pool_workers, prepare_all
 from .matching import Candidate, QueryFeatures, match_from, reference_blobs, verify_candidates
 from .results import VERDICT_NO_MATCH, IndexInfo, QueryResult, ReindexSummary
@@ -73,9 +74,11 @@ class Engine:
         #: a second round of verification when the first finds no copy (search.fusion)
         self.verify_more = True
         self.use_pdq = True
+        #: the keypoint vote source (search.local)
+        self.use_keypoint_votes = True
         self._loaded_generation = store.generation()
         self._sources: dict[str, CandidateSource] = {}
-        for name in ("vectors", "pdq"):
+        for name in ("vectors", "pdq", "keypoints"):
             self.add_source(SOURCES[name].from_store(store, depth=self.search_depth))
 
     def add_source(self, source: CandidateSource) -> None:
@@ -90,6 +93,8 @@ class Engine:
         sources = dict(self._sources)
         if not self.use_pdq:
             sources.pop("pdq", None)
+        if not self.use_keypoint_votes:
+            sources.pop("keypoints", None)
         vectors = sources.get("vectors")
         if vectors is not None:
             regions = self.use_regions
@@ -278,7 +283,9 @@ class Engine:
         current version's parameters (saves re-train by themselves once the collection has
         grown :data:`~provenance.index.vectors.RETRAIN_GROWTH` times).
         """
+        self._store.check_writable()
         with self._write_lock:
+            add_visual_words(self._store, [])  # an index built before visual words gets them here
             self._store.save(force_compact=True, force_retrain=retrain)
 
     # -- querying ------------------------------------------------------------------------
@@ -331,6 +338,9 @@ class Engine:
             if loaded:
                 vectors = self.embedder.embed_arrays(np.concatenate([outcomes[number][1] for number in loaded]))
                 batch = QueryBatch(vectors, starts, features)
+                if self.use_keypoint_votes and self.verify:
+                    for image_features in features:  # the votes need the whole query's keypoints
+                        image_features.prefetch([0], pool)
                 # PDQ before verification starts its keypoint threads: beside them, FAISS's
                 # own threads searching the hashes only compete for the cores
                 hits = [source.search(batch) for source in self._active_sources()]

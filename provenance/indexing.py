@@ -10,7 +10,7 @@ import numpy as np
 
 from .embedders import Embedder
 from .index.metadata import Reference
-from .index.store import IndexStore
+from .index.store import KEYPOINTS_BLOB, IndexStore
 from .index.vectors import vector_ids
 from .ingest import PreparedReference, ProgressCallback, batched
 from .results import ReindexSummary
@@ -44,9 +44,46 @@ def index_prepared(store: IndexStore, embedder: Embedder, items: list[PreparedRe
             regions.append(region)
             arrays.append(array)
     metadata.insert_many(references)
+    add_visual_words(store, [(first_id + offset, item.blobs.get(KEYPOINTS_BLOB)) for offset, item in enumerate(items)])
     vectors = embedder.embed_arrays(np.stack(arrays))
     store.vectors.add(vector_ids(np.array(ref_ids), np.array(regions)), vectors)
     return [first_id + offset for offset in range(len(items))]
+
+
+def add_visual_words(store: IndexStore, keypoint_blobs: list[tuple[int, bytes | None]]) -> None:
+    """Store the visual words of new references (the keypoint vote source reads them).
+
+    The first time the index holds :data:`~provenance.visual_words.MIN_TRAIN_REFERENCES`
+    references (or is compacted without a codebook: an index built before words), the
+    codebook is trained on a sample of the stored keypoints and every reference gets its
+    words, streamed in batches; the codebook is committed with them at the next save.
+    """
+    from . import visual_words as vw
+
+    text = store.metadata.get_state(vw.CODEBOOK_STATE)
+    if text is not None:
+        _store_words(store, keypoint_blobs, vw.codebook_from_text(text))
+        return
+    if store.metadata.count() < vw.MIN_TRAIN_REFERENCES:
+        return
+    from .verify.keypoints import Keypoints
+
+    first = next(store.metadata.iter_blobs(KEYPOINTS_BLOB, batch=2000), [])
+    sample = np.random.default_rng(0).permutation(len(first))[:400]
+    codebook = vw.train_codebook(np.concatenate([Keypoints.from_bytes(first[i][1]).root_sift for i in sample]))
+    store.metadata.set_state(vw.CODEBOOK_STATE, vw.codebook_to_text(codebook))
+    for batch in store.metadata.iter_blobs(KEYPOINTS_BLOB, batch=2000):
+        _store_words(store, batch, codebook)
+
+
+def _store_words(store: IndexStore, keypoint_blobs, codebook: np.ndarray) -> None:
+    from . import visual_words as vw
+    from .verify.keypoints import Keypoints
+
+    for ref_id, blob in keypoint_blobs:
+        if blob is not None:
+            words = vw.quantise(Keypoints.from_bytes(blob).root_sift, codebook)
+            store.put_blobs(ref_id, {vw.WORDS_BLOB: vw.words_to_bytes(words)})
 
 
 class ReindexRun:

@@ -47,6 +47,7 @@ class Candidate:
     similarity: float = -1.0
     view: int = 0  # index of the query view that gave the best similarity
     pdq_distance: int | None = None
+    votes: float | None = None  # shared visual words (keypoint vote source)
     verification: Verification | None = None
 
     @property

@@ -13,7 +13,10 @@ from .conftest import synthetic_photo
 
 
 @pytest.fixture()
-def engine(tmp_path, effnet, photo_folder):
+def engine(tmp_path, effnet, photo_folder, monkeypatch):
+    import provenance.visual_words as vw
+
+    monkeypatch.setattr(vw, "MIN_TRAIN_REFERENCES", 4)  # six photos train the word codebook
     with Engine.create(tmp_path / "index", effnet) as built:
         built.reindex(photo_folder, workers=0)
         yield built
@@ -66,11 +69,58 @@ def test_vector_source_restricted_to_whole_image_regions(engine, photos):
     assert all(everything[ref_id] >= similarity - 1e-6 for ref_id, similarity in restricted.items())
 
 
+def test_visual_words_are_stored_once_the_codebook_is_trained(engine, tmp_path, effnet, photo_folder):
+    import provenance.visual_words as vw
+
+    metadata = engine._store.metadata
+    assert metadata.get_state(vw.CODEBOOK_STATE) is not None
+    words = dict(metadata.blobs(vw.WORDS_BLOB))
+    assert set(words) == {ref_id for ref_id, _ in metadata.blobs("sift")}
+    assert all(0 < len(vw.words_from_bytes(blob)) <= 500 for blob in words.values())
+    codebook = vw.codebook_from_text(metadata.get_state(vw.CODEBOOK_STATE))
+    assert codebook.shape == (2, vw.CENTROIDS, vw.HALF)
+    with pytest.raises(ValueError):
+        vw.codebook_from_text(vw.codebook_to_text(codebook[:1]))
+
+
+def test_an_index_without_words_gets_them_when_compacted(tmp_path, effnet, photo_folder, monkeypatch):
+    import provenance.visual_words as vw
+
+    with Engine.create(tmp_path / "old", effnet) as old:  # fewer references than the training needs
+        old.reindex(photo_folder, workers=0)
+        assert old._store.metadata.get_state(vw.CODEBOOK_STATE) is None
+        monkeypatch.setattr(vw, "MIN_TRAIN_REFERENCES", 4)
+        old.compact()
+    with Engine.open(tmp_path / "old", read_only=True) as reopened:
+        assert len(reopened._store.metadata.blobs(vw.WORDS_BLOB)) == 6
+
+
+def test_keypoint_votes_find_a_copy_under_stickers(engine, photos):
+    from provenance.search.local import KeypointVoteSource
+
+    copy = photos[2].copy()
+    for number, xy in enumerate(((10, 10), (200, 120), (120, 60))):
+        copy.paste(synthetic_photo(40 + number, size=(70, 70)), xy)
+    hits = KeypointVoteSource.from_store(engine._store).search(_batch(engine, [copy]))[0]
+    assert hits and hits[0].ref_id == _ref_id(engine, 2) and hits[0].votes > 0
+    assert all(hit.votes >= later.votes for hit, later in zip(hits, hits[1:]))
+
+
 def test_fusion_keeps_the_best_evidence_of_every_source():
     fused = fusion.fuse([Hit(1, "vectors", similarity=0.5, view=2), Hit(1, "vectors", similarity=0.7, view=3),
                          Hit(1, "pdq", pdq_distance=20), Hit(1, "pdq", pdq_distance=12), Hit(2, "pdq", pdq_distance=30)])
     assert fused[1].similarity == 0.7 and fused[1].view == 3 and fused[1].pdq_distance == 12
     assert fused[2].similarity == -1.0 and fused[2].pdq_distance == 30
+
+
+def test_first_round_adds_the_best_voted_references():
+    ranked = [Candidate(ref_id, similarity=0.9 - 0.01 * ref_id) for ref_id in range(10)]
+    ranked.append(Candidate(50, votes=9.0))
+    ranked.append(Candidate(51, votes=1.0))
+    ranked[0].votes = 20.0  # already verified for its similarity
+    chosen = [c.ref_id for c in fusion.first_round(ranked)]
+    assert chosen[:fusion.VERIFY_CANDIDATES] == list(range(fusion.VERIFY_CANDIDATES))
+    assert chosen[fusion.VERIFY_CANDIDATES:] == [50, 51]
 
 
 def test_second_round_only_when_nothing_verified_and_the_margin_is_small():

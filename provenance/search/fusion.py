@@ -4,6 +4,8 @@ One place decides what reaches geometric verification, whatever proposed it:
 
 * the best :data:`VERIFY_CANDIDATES` by embedding similarity;
 * every PDQ near-duplicate (cheap to confirm, and it may not embed close: a rotation);
+* the best :data:`VOTE_CANDIDATES` by shared visual words (keypoint source): a copy
+  under stickers or captions keeps its keypoints while its embedding drifts;
 * when none of those verifies and the embedding's ranking is not decisive (the best
   similarity is not clearly above the next ones), the next :data:`MORE_CANDIDATES` by
   similarity: a tight avatar's true reference often ranks 7th-12th behind other
@@ -19,6 +21,8 @@ from .sources import Hit
 
 #: References verified geometrically per query in the first round (best by similarity).
 VERIFY_CANDIDATES = 6
+#: References verified in the first round for their visual-word votes (besides the above).
+VOTE_CANDIDATES = 3
 #: Further references verified when the first round finds no copy and the margin is small.
 MORE_CANDIDATES = 6
 #: The embedding's ranking is decisive when the best similarity exceeds the
@@ -35,6 +39,10 @@ def fuse(hits: Iterable[Hit]) -> dict[int, Candidate]:
             candidate.similarity, candidate.view = float(hit.similarity), int(hit.view)
         if hit.pdq_distance is not None and (candidate.pdq_distance is None or hit.pdq_distance < candidate.pdq_distance):
             candidate.pdq_distance = int(hit.pdq_distance)
+        if hit.votes is not None and (candidate.votes is None or hit.votes > candidate.votes):
+            candidate.votes = float(hit.votes)
+            if hit.similarity is None and candidate.similarity < 0:
+                candidate.view = int(hit.view)  # verify on the view whose keypoints voted
     return candidates
 
 
@@ -44,7 +52,10 @@ def by_similarity(candidates: dict[int, Candidate]) -> list[Candidate]:
 
 def first_round(ranked: list[Candidate]) -> list[Candidate]:
     """The candidates every query verifies."""
-    return ranked[:VERIFY_CANDIDATES] + [c for c in ranked[VERIFY_CANDIDATES:] if c.pdq_distance is not None]
+    chosen = ranked[:VERIFY_CANDIDATES] + [c for c in ranked[VERIFY_CANDIDATES:] if c.pdq_distance is not None]
+    chosen_ids = {candidate.ref_id for candidate in chosen}
+    voted = sorted((c for c in ranked if c.votes is not None), key=lambda c: (-c.votes, c.ref_id))
+    return chosen + [c for c in voted[:VOTE_CANDIDATES] if c.ref_id not in chosen_ids]
 
 
 def second_round(ranked: list[Candidate]) -> list[Candidate]:

@@ -11,7 +11,9 @@ rebuilt when another process's save is followed (:meth:`reset`).
 Sources:
 
 * ``vectors``: the global embeddings of every query view against every indexed region;
-* ``pdq``: near-exact PDQ hashes (the 8 rotations and flips of the query).
+* ``pdq``: near-exact PDQ hashes (the 8 rotations and flips of the query);
+* ``keypoints``: votes of the query's SIFT keypoints over the references' visual words
+  (:mod:`provenance.search.local`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ class Hit:
 
     ``similarity``: best cosine similarity over the query's views and the reference's
     regions (vector source), with the ``view`` that gave it; ``pdq_distance``: Hamming
-    distance of the closest PDQ variant (PDQ source).
+    distance of the closest PDQ variant (PDQ source); ``votes``: the idf-weighted visual
+    words shared with the query (keypoint source).
     """
 
     ref_id: int
@@ -41,6 +44,7 @@ class Hit:
     similarity: float | None = None
     view: int = 0
     pdq_distance: int | None = None
+    votes: float | None = None
 
 
 @dataclass
