@@ -5,11 +5,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal, Sequence, overload
-
-import numpy as np
 
 from .embedders import DEFAULT_EMBEDDER, Embedder, create_embedder
 from .errors import BadInputError, ImageLoadError
@@ -17,15 +14,15 @@ from .imageio import ImageSource, describe_source, load_image
 from .index.metadata import Reference
 from .index.manifest import MANIFEST_NAME
 from .index.store import PDQ_BLOB, IndexStore, read_through
-from .search import fusion
-from .search import local  # noqa: F401  (registers the keypoint vote source)
-from .search.sources import SOURCES, CandidateSource, QueryBatch
 from .index.vectors import MAX_REGIONS, REGION_BITS
 from .indexing import EMBED_BATCH, ReindexRun, add_visual_words, index_prepared
 from .ingest import DEFAULT_FILE_TIMEOUT, Preparer, PreparedReference, ProgressCallback, model_threads_beside, pool_workers, prepare_all
-from .matching import Candidate, QueryFeatures, match_from, reference_blobs, verify_candidates
-from .results import VERDICT_NO_MATCH, IndexInfo, QueryResult, ReindexSummary
-from .regions import DEFAULT_REGIONS, WHOLE, RegionSpec, SubjectSquare, query_views, spec_from_json, spec_to_json
+from .matching import reference_blobs
+from .results import IndexInfo, QueryResult, ReindexSummary
+from .regions import DEFAULT_REGIONS, WHOLE, RegionSpec, SubjectSquare, spec_from_json, spec_to_json
+from .search import local  # noqa: F401  (registers the keypoint vote source)
+from .search.pipeline import QueryOptions, run_queries
+from .search.sources import SOURCES, CandidateSource
 from .sources import SourceRecord, scan_source
 
 #: Cosine similarity at or above which an unverified candidate is ``similar`` when the
@@ -35,12 +32,6 @@ DEFAULT_SIMILAR_THRESHOLD = 0.80
 #: may fill several of a view's hits, so the depth follows their number.
 HITS_PER_REGION = 11
 
-#: Queries are decoded at no less than this short side (JPEG draft mode): enough for the
-#: embedder after border stripping, and far faster than a full decode of a large photo.
-QUERY_DECODE_SIZE = 512
-
-#: Images of one query_batch verified concurrently.
-JUDGE_THREADS = 2
 
 
 def _build_embedder(embedder: str | Embedder, options: dict[str, Any] | None) -> tuple[Embedder, dict[str, Any]]:
@@ -89,17 +80,16 @@ class Engine:
         self._sources[source.name] = source
         self._store.listeners.append(source)
 
-    def _active_sources(self) -> list[CandidateSource]:
-        sources = dict(self._sources)
-        if not self.use_pdq:
-            sources.pop("pdq", None)
-        if not self.use_keypoint_votes:
-            sources.pop("keypoints", None)
-        vectors = sources.get("vectors")
-        if vectors is not None:
-            regions = self.use_regions
-            vectors.regions = None if regions is True else frozenset({0}) if regions is False else frozenset(regions)
-        return list(sources.values())
+    def query_options(self) -> QueryOptions:
+        """A frozen snapshot of this engine's query settings (every query call takes one)."""
+        scales = tuple(spec.scale for spec in self.regions if isinstance(spec, SubjectSquare)) if self.query_faces else ()
+        sources = {"vectors"} | ({"pdq"} if self.use_pdq else set()) | ({"keypoints"} if self.use_keypoint_votes else set())
+        return QueryOptions(
+            mirror=self.query_mirror, strip_borders=self.query_strip_borders, photo_regions=self.query_photo_regions,
+            face_scales=scales, discs=self.query_discs, circles=self.query_circles, regions=self.use_regions,
+            sources=frozenset(sources), verify=self.verify, verify_more=self.verify_more,
+            similar_threshold=self.similar_threshold, copy_threshold=self.copy_threshold,
+        )
 
     # -- opening -----------------------------------------------------------------------
     @classmethod
@@ -294,12 +284,6 @@ class Engine:
             self._store.reload_vectors()
             self._loaded_generation = self._store.generation()
 
-    def _views(self, image) -> list:
-        scales = [spec.scale for spec in self.regions if isinstance(spec, SubjectSquare)] if self.query_faces else []
-        return query_views(image, mirror=self.query_mirror, strip=self.query_strip_borders,
-                           photos=self.query_photo_regions, face_scales=scales, disc=self.query_discs,
-                           circles=self.query_circles)
-
     def query(self, image: ImageSource, top_k: int = 5) -> QueryResult:
         """Which references ``image`` may have been copied from, best first."""
         return self.query_batch([image], top_k=top_k)[0]
@@ -325,77 +309,9 @@ class Engine:
             raise BadInputError("top_k must be at least 1")
         if errors not in ("raise", "return"):
             raise BadInputError('errors must be "raise" or "return"')
-        started = time.perf_counter()
         self._follow_writers()
-        prepare = self._prepare_query if errors == "raise" else self._prepare_or_error
-        with ThreadPoolExecutor(JUDGE_THREADS) as pool:
-            # decoding, view crops and resizing release the GIL too: a batch prepares images side by side
-            outcomes: list = list((pool.map if len(images) > 1 else map)(prepare, images))
-            loaded = [number for number, outcome in enumerate(outcomes) if not isinstance(outcome, ImageLoadError)]
-            views = [outcomes[number][0] for number in loaded]
-            features = [QueryFeatures(image_views) for image_views in views]
-            starts = np.cumsum([0] + [len(image_views) for image_views in views])
-            if loaded:
-                vectors = self.embedder.embed_arrays(np.concatenate([outcomes[number][1] for number in loaded]))
-                batch = QueryBatch(vectors, starts, features)
-                if self.use_keypoint_votes and self.verify:
-                    for image_features in features:  # the votes need the whole query's keypoints
-                        image_features.prefetch([0], pool)
-                # PDQ before verification starts its keypoint threads: beside them, FAISS's
-                # own threads searching the hashes only compete for the cores
-                hits = [source.search(batch) for source in self._active_sources()]
-
-            def judge(position: int, pool: ThreadPoolExecutor | None = None) -> QueryResult:
-                query_started = time.perf_counter()
-                candidates = fusion.fuse(hit for per_source in hits for hit in per_source[position])
-                name = describe_source(images[loaded[position]])
-                result = self._judge(name, features[position], candidates, top_k, pool)
-                return _with_seconds(result, time.perf_counter() - query_started)
-
-            # keypoints and RANSAC release the GIL: a batch verifies images side by side, a
-            # single image its candidates
-            if len(loaded) > 1:
-                results = list(pool.map(judge, range(len(loaded))))
-            else:
-                results = [judge(0, pool)] if loaded else []
-        # decoding, embedding and search are shared by the batch; verification may overlap
-        shared = max(0.0, time.perf_counter() - started - sum(result.seconds for result in results)) / max(1, len(loaded))
-        for number, result in zip(loaded, results):
-            outcomes[number] = _with_seconds(result, result.seconds + shared)
-        return outcomes
-
-    def _prepare_or_error(self, image: ImageSource) -> tuple[list, np.ndarray] | ImageLoadError:
-        try:
-            return self._prepare_query(image)
-        except ImageLoadError as exc:
-            return exc
-
-    def _prepare_query(self, image: ImageSource) -> tuple[list, np.ndarray]:
-        """The views of one query image and their model inputs (uint8, one per view)."""
-        views = self._views(load_image(image, target_size=QUERY_DECODE_SIZE).image)
-        return views, np.stack([self.embedder.preprocessing.to_array(view.image) for view in views])
-
-    def _judge(self, name: str, features: QueryFeatures, candidates: dict[int, Candidate], top_k: int,
-               pool: ThreadPoolExecutor | None = None) -> QueryResult:
-        if self.verify:
-            ranked = fusion.by_similarity(candidates)
-            verify_candidates(fusion.first_round(ranked), features, self._store.load_keypoints, pool)
-            if self.verify_more:
-                verify_candidates(fusion.second_round(ranked), features, self._store.load_keypoints, pool)
-        best = sorted(candidates.values(), key=lambda candidate: (-candidate.score(), candidate.ref_id))[:top_k]
-        return self._make_result(name, best)
-
-    def _make_result(self, name: str, best: list[Candidate]) -> QueryResult:
-        references = self._store.metadata.get(candidate.ref_id for candidate in best)
-        similar, copy = self.similar_threshold, self.copy_threshold
-        matches = []
-        for candidate in best:
-            reference = references.get(candidate.ref_id)
-            if reference is None:  # removed after the search started
-                continue
-            matches.append(match_from(candidate, reference, candidate.verdict(similar, copy)))
-        verdict = matches[0].verdict if matches else VERDICT_NO_MATCH
-        return QueryResult(name, verdict, matches)
+        options = self.query_options()  # after following a writer: its thresholds too
+        return run_queries(self._store, self.embedder, list(self._sources.values()), images, top_k, options, errors)
 
     def preload(self) -> int:
         """Read the index files that queries fetch from disk into the OS page cache; returns bytes read.
@@ -436,10 +352,6 @@ class Engine:
     def reference(self, ref_id: int) -> Reference | None:
         """The stored metadata of one reference."""
         return self._store.metadata.get([ref_id]).get(ref_id)
-
-
-def _with_seconds(result: QueryResult, seconds: float) -> QueryResult:
-    return QueryResult(result.query, result.verdict, result.matches, seconds)
 
 
 def _pixel_digest(image) -> str:

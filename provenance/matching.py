@@ -15,7 +15,6 @@ from __future__ import annotations
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-import numpy as np
 from PIL import Image
 
 from .verify.geometry import Verification, verify_with_mirror

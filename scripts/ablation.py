@@ -15,15 +15,17 @@ from pathlib import Path
 STEPS = [
     ("whole-image embedding only", dict(use_regions=False, query_mirror=False, query_strip_borders=False,
                                          query_photo_regions=False, query_faces=False, query_discs=False,
-                                         use_pdq=False, verify=False, verify_more=False)),
+                                         query_circles=False, use_pdq=False, use_keypoint_votes=False, verify=False,
+                                         verify_more=False)),
     ("+ centred reference crops", dict(use_regions=frozenset({0, 1, 2}))),
     ("+ mirrored and border-stripped query views", dict(query_mirror=True, query_strip_borders=True)),
     ("+ photo-region views (screenshots, avatars)", dict(query_photo_regions=True)),
     ("+ face squares of the references", dict(use_regions=True)),
-    ("+ face and avatar-disc query views", dict(query_faces=True, query_discs=True)),
+    ("+ face, avatar-disc and circle query views", dict(query_faces=True, query_discs=True, query_circles=True)),
     ("+ PDQ near-exact path", dict(use_pdq=True)),
     ("+ geometric verification of the best 6", dict(verify=True)),
-    ("+ 6 more when none verifies (full engine)", dict(verify_more=True)),
+    ("+ 6 more when none verifies", dict(verify_more=True)),
+    ("+ keypoint votes (full engine)", dict(use_keypoint_votes=True)),
 ]
 
 

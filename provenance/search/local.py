@@ -37,9 +37,9 @@ class _InvertedFile:
         self.ref_ids = np.asarray(ref_ids, dtype=np.int64)
         counts = np.array([len(w) for w in words], dtype=np.int64)
         flat_words = np.concatenate(words) if words else np.zeros(0, np.int64)
-        owners = np.repeat(np.arange(len(words)), counts)
+        owners = np.repeat(np.arange(len(words), dtype=np.int32), counts)
         order = np.argsort(flat_words, kind="stable")
-        self.postings = owners[order]
+        self.postings = owners[order]  # int32: 4 bytes per (reference, word), ~1.1 KB per reference
         self.starts = np.searchsorted(flat_words[order], np.arange(vw.WORDS + 1))
         frequency = np.diff(self.starts)
         self.idf2 = np.log((len(words) + 1) / (frequency + 1)) ** 2

@@ -54,11 +54,13 @@ class QueryBatch:
     ``vectors`` holds the embeddings of every view of every image, image after image;
     ``view_starts[i]`` is the row of image ``i``'s first view. ``features[i]`` computes
     image ``i``'s local features and hashes on demand (:class:`~provenance.matching.QueryFeatures`).
+    ``regions``: the indexed regions this call searches (None: all).
     """
 
     vectors: np.ndarray
     view_starts: np.ndarray
     features: Sequence[Any]
+    regions: frozenset[int] | None = None
 
     def __len__(self) -> int:
         return len(self.features)
@@ -126,8 +128,9 @@ class VectorSource(CandidateSource):
         if not len(batch):
             return []
         scores, ids = self._store.vectors.search(batch.vectors, self.depth)
-        if self.regions is not None:
-            ids = np.where(np.isin(region_numbers(ids), list(self.regions)), ids, -1)
+        regions = batch.regions if batch.regions is not None else self.regions
+        if regions is not None:
+            ids = np.where(np.isin(region_numbers(ids), list(regions)), ids, -1)
         refs = reference_ids(ids)
         hits = []
         for image in range(len(batch)):
