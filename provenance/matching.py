@@ -98,15 +98,23 @@ class QueryFeatures:
     def evidence_views(self, view: int) -> list[int]:
         """The unmirrored views a candidate found by ``view`` is verified on, in order.
 
-        Its own view when that may be judged alone, else the query's content without
-        borders or the inside of its round avatar; then always the whole query (view 0).
+        Its own view when that may be judged alone; for a face square, the two smallest
+        frames of the query's own that hold the face (the inside of its round avatar,
+        the photo on a page, the query without borders); then always the whole query
+        (view 0).
         """
         base = self.base_view(view)
         if self.views[base].evidence:
             return list(dict.fromkeys((base, 0)))
-        frames = [number for number, candidate in enumerate(self.views)
-                  if candidate.name in ("stripped", "disc")]
-        return list(dict.fromkeys((*frames, 0)))
+        box = self.views[base].box
+        frames = []
+        if box is not None:
+            cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+            frames = [number for number, frame in enumerate(self.views)
+                      if number and frame.evidence and not frame.mirrored and frame.box is not None
+                      and frame.box[0] <= cx <= frame.box[2] and frame.box[1] <= cy <= frame.box[3]]
+            frames.sort(key=lambda number: _area(self.views[number].box))
+        return list(dict.fromkeys((*frames[:2], 0)))
 
     def base_view(self, view: int) -> int:
         """The unmirrored view whose keypoints (plain and mirrored) serve ``view``."""
@@ -118,6 +126,10 @@ class QueryFeatures:
     def pdq_variants(self) -> list[bytes]:
         hashes, quality = pdq_dihedral_with_quality(self.views[0].image, max_side=512)
         return hashes if quality >= PDQ_MIN_QUALITY else []  # flat images give unreliable hashes
+
+
+def _area(box) -> int:
+    return (box[2] - box[0]) * (box[3] - box[1])
 
 
 def verify_candidates(candidates: list[Candidate], features: QueryFeatures, load_keypoints, pool=None) -> None:

@@ -145,6 +145,7 @@ class QueryView:
     image: Image.Image
     mirrored: bool
     evidence: bool = True
+    box: tuple[int, int, int, int] | None = None  # where the view was cut from the query, in its pixels
 
 
 def query_views(image: Image.Image, mirror: bool = True, strip: bool = True, photos: bool = True,
@@ -157,31 +158,34 @@ def query_views(image: Image.Image, mirror: bool = True, strip: bool = True, pho
     squares); the photo-like areas inside it (a screenshot's photo, an avatar); and the
     mirror images of all but the photo areas.
     """
-    views = [QueryView("full", image, False)]
+    def cut(name: str, box: tuple[int, int, int, int], evidence: bool = True) -> QueryView:
+        return QueryView(name, image.crop(box), False, evidence, box)
+
+    views = [QueryView("full", image, False, True, (0, 0, image.size[0], image.size[1]))]
     if strip:
         box = content_box(image)
         if box is not None:
-            views.append(QueryView("stripped", image.crop(box), False))
+            views.append(cut("stripped", box))
     if disc:
-        box = disc_square(views[-1].image)
-        if box is not None:
-            views.append(QueryView("disc", views[-1].image.crop(box), False))
+        inner = disc_square(views[-1].image)
+        if inner is not None:
+            x, y = views[-1].box[:2]
+            views.append(cut("disc", (inner[0] + x, inner[1] + y, inner[2] + x, inner[3] + y)))
     if circles:
         for number, box in enumerate(round_avatars(image)):
-            views.append(QueryView(f"circle{number}", image.crop(_inscribed_square(box, 0.95)), False))
+            views.append(cut(f"circle{number}", _inscribed_square(box, 0.95)))
     if face_scales:
-        faces = detect_faces(image, max_faces=1, side=QUERY_DETECT_SIDE)
-        for face in faces:
+        for face in detect_faces(image, max_faces=1, side=QUERY_DETECT_SIDE):
             for scale in face_scales:
-                views.append(QueryView(f"face{scale:g}", image.crop(subject_box(image.size, face, scale)), False, False))
-    mirrored = [QueryView(view.name + "+mirror", ImageOps.mirror(view.image), True, view.evidence)
+                views.append(cut(f"face{scale:g}", subject_box(image.size, face, scale), evidence=False))
+    mirrored = [QueryView(view.name + "+mirror", ImageOps.mirror(view.image), True, view.evidence, view.box)
                 for view in views] if mirror else []
     if photos:
         for number, box in enumerate(photo_boxes(image)):
-            views.append(QueryView(f"photo{number}", image.crop(box), False))
+            views.append(cut(f"photo{number}", box))
             if _squarish(box):
                 # a round avatar hides the square's corners: its inscribed square is pure photo
-                views.append(QueryView(f"photo{number}-inner", image.crop(_inscribed_square(box)), False))
+                views.append(cut(f"photo{number}-inner", _inscribed_square(box)))
     return views + mirrored
 
 

@@ -72,3 +72,24 @@ def test_prefetched_keypoints_equal_lazily_extracted_ones():
         prefetched.prefetch(list(range(len(views))), pool)
         for view in range(len(views)):
             assert prefetched.keypoints(view) == lazy.keypoints(view)
+
+
+def test_face_square_candidates_are_verified_on_the_frames_that_hold_the_face():
+    from PIL import Image
+
+    from provenance.matching import QueryFeatures
+    from provenance.regions import QueryView
+
+    blank = Image.new("RGB", (8, 8))
+    views = [QueryView("full", blank, False, True, (0, 0, 400, 800)),
+             QueryView("stripped", blank, False, True, (0, 50, 400, 800)),
+             QueryView("circle0", blank, False, True, (20, 150, 120, 250)),
+             QueryView("circle1", blank, False, True, (300, 600, 350, 650)),  # elsewhere on the page
+             QueryView("face0.8", blank, False, False, (40, 170, 100, 230)),
+             QueryView("face0.8+mirror", blank, True, False, (40, 170, 100, 230)),
+             QueryView("circle0+mirror", blank, True, True, (20, 150, 120, 250))]
+    features = QueryFeatures(views)
+    assert features.evidence_views(4) == [2, 1, 0]
+    assert features.evidence_views(5) == [2, 1, 0]  # the mirrored face square: the same frames
+    assert features.evidence_views(6) == [2, 0]  # an evidence view is judged on itself
+    assert features.evidence_views(0) == [0]
