@@ -60,7 +60,9 @@ class Candidate:
         strength = 0.0
         if self.verification is not None and self.verification.verified:
             inliers = self.verification.inliers
-            strength = inliers / (inliers + _INLIER_SCALE)
+            # a reference cut from the same photograph as the true source shares part of
+            # the query: the share of the query the match explains breaks such ties
+            strength = inliers / (inliers + _INLIER_SCALE) * (0.5 + 0.5 * self.verification.query_inside)
         if self.pdq_distance is not None and self.pdq_distance <= PDQ_MATCH_DISTANCE:
             strength = max(strength, 1.0 - self.pdq_distance / (2.0 * PDQ_MATCH_DISTANCE + 2))
         return 1.0 + strength

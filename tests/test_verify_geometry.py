@@ -211,3 +211,18 @@ def test_a_copy_under_stickers_and_a_caption_band_still_verifies():
     plain, mirrored = extract_keypoints_with_mirror(copy)
     outcome = verify_with_mirror(plain, mirrored, extract_keypoints(reference))
     assert outcome.verified and outcome.box is not None
+
+
+def test_query_inside_is_the_share_of_the_query_that_lands_in_the_reference():
+    from .conftest import synthetic_photo as photo
+
+    source = photo(21, size=(480, 320))
+    reference = source.crop((0, 0, 300, 320))
+    inside = source.crop((20, 20, 280, 300))  # a crop of the reference
+    straddling = source.crop((150, 20, 450, 300))  # half of it is outside the reference
+    r = extract_keypoints(reference)
+    crop = verify_with_mirror(*extract_keypoints_with_mirror(inside), r)
+    other = verify_with_mirror(*extract_keypoints_with_mirror(straddling), r)
+    assert crop.verified and other.verified
+    assert crop.query_inside > 0.95
+    assert 0.35 < other.query_inside < 0.65

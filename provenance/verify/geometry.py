@@ -112,7 +112,9 @@ class Verification:
     coordinates to reference ones as a row-major 2x3 matrix (it includes the
     reflection when ``mirrored``). ``matches`` counts ratio-test matches,
     ``inlier_ratio``, ``near_misses`` and ``hull_fraction`` are the quantities
-    :class:`Thresholds` judges, as is ``second_motion``. ``model`` is
+    :class:`Thresholds` judges, as is ``second_motion``. ``query_inside`` is the fraction
+    of the query's frame that lands inside the reference (1 for a crop of it; less for
+    another crop of the same photograph, which shares only part of the query). ``model`` is
     ``"similarity"``, ``"stretch"``, ``"affine"`` or ``"none"`` (no transform
     found; the geometry fields are then empty).
     """
@@ -131,6 +133,7 @@ class Verification:
     hull_fraction: float = 0.0
     second_motion: int = 0
     transform: tuple[float, ...] | None = None
+    query_inside: float = 0.0
 
 
 def _unverified(matches: int, mirrored: bool) -> Verification:
@@ -355,6 +358,7 @@ def _describe(query, reference, model, fit, src, dst, scales, mirrored, threshol
         coverage=shared / float(rw * rh),
         model=model,
         transform=tuple(float(v) for v in matrix.ravel()),
+        query_inside=min(1.0, shared / max(1e-9, abs(float(np.linalg.det(linear))) * qw * qh)),
         **stats,
     )
 
