@@ -108,8 +108,10 @@ class KeypointVoteSource(CandidateSource):
                 scores = index.scores(vw.quantise(keypoints.root_sift, self._codebook, per_half=2).astype(np.int64))
                 better = scores > best
                 best[better], best_view[better] = scores[better], view
-        if self._removed:
-            best[np.isin(index.ref_ids, list(self._removed))] = 0.0
+        with self._lock:
+            removed = list(self._removed)
+        if removed:
+            best[np.isin(index.ref_ids, removed)] = 0.0
         top = np.argsort(-best, kind="stable")[: self.candidates]
         return [Hit(int(index.ref_ids[row]), self.name, view=int(best_view[row]), votes=float(best[row]))
                 for row in top if best[row] > 0]
