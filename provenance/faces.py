@@ -68,6 +68,14 @@ def detector_available() -> bool:
     return _classifier() is not None
 
 
+def detection_scale(size: tuple[int, int], side: int, max_aspect: float = 4.0) -> float:
+    """The factor that gives the shorter side ``side`` pixels, unless that makes the longer
+    side more than ``max_aspect`` times ``side`` (a banner-shaped image would otherwise be
+    blown up to tens of thousands of pixels, and OpenCV's buffers with it)."""
+    width, height = size
+    return min(side / min(width, height), max_aspect * side / max(width, height))
+
+
 def detect_faces(image: Image.Image, max_faces: int = 2, min_fraction: float = MIN_FACE_FRACTION,
                  side: int = DETECT_SIDE) -> list[Face]:
     """Frontal faces in ``image``, largest first (empty when none, or without a detector).
@@ -81,11 +89,17 @@ def detect_faces(image: Image.Image, max_faces: int = 2, min_fraction: float = M
     import cv2
 
     width, height = image.size
-    scale = side / min(width, height)
+    scale = detection_scale(image.size, side)
     small = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if min(small) < 24:  # smaller than the cascade's window
+        return []
     gray = np.asarray(image.convert("L").resize(small, Image.Resampling.BILINEAR))
     gray = cv2.equalizeHist(gray)
     smallest = max(24, round(min_fraction * min(small)))
-    found = classifier.detectMultiScale(gray, scaleFactor=1.2, minNeighbors=4, minSize=(smallest, smallest))
+    try:
+        found = classifier.detectMultiScale(gray, scaleFactor=1.2, minNeighbors=4, minSize=(smallest, smallest))
+    except cv2.error:  # a detector failure costs the face views, never the query
+        _local.classifier = False  # its buffers may be left in a bad state: load a fresh one
+        return []
     boxes = sorted((tuple(int(v) for v in box) for box in found), key=lambda box: -box[2] * box[3])
     return [Face(x / scale, y / scale, (x + w) / scale, (y + h) / scale) for x, y, w, h in boxes[:max_faces]]

@@ -18,7 +18,7 @@ from typing import Any, Sequence, Union
 import numpy as np
 from PIL import Image, ImageOps
 
-from .faces import Face, detect_faces
+from .faces import Face, detect_faces, detection_scale
 
 Box = tuple[float, float, float, float]  # fractions of width/height: x0, y0, x1, y1
 
@@ -236,8 +236,10 @@ def round_avatars(image: Image.Image, max_circles: int = 2, side: int = QUERY_DE
     import cv2
 
     width, height = image.size
-    scale = side / min(width, height)
+    scale = detection_scale(image.size, side)
     small = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if min(small) < 24:
+        return []
     gray = cv2.GaussianBlur(np.asarray(image.convert("L").resize(small, Image.Resampling.BILINEAR)), (5, 5), 1.5)
     shortest = min(gray.shape)
     found = cv2.HoughCircles(gray, cv2.HOUGH_GRADIENT_ALT, dp=1.5, minDist=shortest * 0.1, param1=150, param2=0.8,

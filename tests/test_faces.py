@@ -38,3 +38,16 @@ def test_no_face_in_a_texture_and_query_views_follow_the_face():
     names = [view.name for view in query_views(image, face_scales=(0.8, 1.2))]
     assert "face0.8" in names and "face1.2+mirror" in names
     assert reference_face(image, [SubjectSquare(1.0)]) is not None
+
+
+def test_banner_shaped_and_tiny_images_never_break_the_detectors():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    # a tall then a wide strip: blown up to a 320 px short side, OpenCV's cascade kept
+    # buffers sized by the first and asked for 59 GB on the second
+    for size in [(3, 500), (500, 3), (10, 10), (4000, 8), (8, 4000), (100, 9000), (9000, 100), (1, 1)]:
+        image = Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+        views = query_views(image, face_scales=(0.8, 1.2))
+        assert views[0].name == "full"
+        assert isinstance(detect_faces(image, side=320), list)
