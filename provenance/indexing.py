@@ -70,7 +70,10 @@ def add_visual_words(store: IndexStore, keypoint_blobs: list[tuple[int, bytes | 
 
     first = next(store.metadata.iter_blobs(KEYPOINTS_BLOB, batch=2000), [])
     sample = np.random.default_rng(0).permutation(len(first))[:400]
-    codebook = vw.train_codebook(np.concatenate([Keypoints.from_bytes(first[i][1]).root_sift for i in sample]))
+    descriptors = [Keypoints.from_bytes(first[i][1]).root_sift for i in sample]
+    if sum(len(block) for block in descriptors) < 4 * vw.CENTROIDS:  # flat images: try again later
+        return
+    codebook = vw.train_codebook(np.concatenate(descriptors))
     store.metadata.set_state(vw.CODEBOOK_STATE, vw.codebook_to_text(codebook))
     for batch in store.metadata.iter_blobs(KEYPOINTS_BLOB, batch=2000):
         _store_words(store, batch, codebook)

@@ -133,3 +133,20 @@ def test_second_round_only_when_nothing_verified_and_the_margin_is_small():
     assert fusion.second_round(decisive) == []
     copied = [Candidate(0, similarity=0.8, pdq_distance=0)] + flat[1:]
     assert fusion.second_round(copied) == []
+
+
+def test_flat_references_leave_the_codebook_untrained_and_reindex_goes_on(tmp_path, effnet, monkeypatch):
+    from PIL import Image
+
+    import provenance.visual_words as vw
+
+    monkeypatch.setattr(vw, "MIN_TRAIN_REFERENCES", 2)
+    folder = tmp_path / "flat"
+    folder.mkdir()
+    for number in range(3):
+        Image.new("RGB", (64, 64), (40 * number, 90, 200)).save(folder / f"flat_{number}.png")
+    with Engine.create(tmp_path / "index", effnet) as engine:
+        summary = engine.reindex(folder, workers=0)
+        assert summary.added == 3 and summary.failed == 0
+        assert engine._store.metadata.get_state(vw.CODEBOOK_STATE) is None
+        assert engine.query(folder / "flat_1.png").best is not None
