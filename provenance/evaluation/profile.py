@@ -40,6 +40,21 @@ def emoji_files(folder: str) -> tuple[str, ...]:
     return tuple(sorted(f for f in os.listdir(path) if f.endswith(".png")))
 
 
+def pick_emoji(rng: np.random.Generator) -> str:
+    """A random AugLy twemoji as ``folder/file.png``."""
+    folder = choice(rng, EMOJI_FOLDERS)
+    return f"{folder}/{choice(rng, emoji_files(folder))}"
+
+
+def paste_emoji(out: Image.Image, emoji: str, size: int, xy: tuple[int, int]) -> None:
+    """Paste twemoji ``emoji`` (``folder/file.png``), ``size`` pixels square, at ``xy`` in place."""
+    from augly.utils import EMOJI_DIR
+
+    with Image.open(os.path.join(EMOJI_DIR, emoji)) as image:
+        sticker = image.convert("RGBA").resize((size, size), Image.Resampling.LANCZOS)
+    out.paste(sticker, xy, sticker)
+
+
 def fake_name(rng: np.random.Generator) -> str:
     """A pronounceable made-up display name like 'Ravenlo Mitor'."""
     parts = []
@@ -138,21 +153,16 @@ def text_overlay(image: Image.Image, rng: np.random.Generator) -> tuple[Image.Im
 @register("emoji_stickers")
 def emoji_stickers(image: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, Params]:
     """One to four twemoji stickers, 10-30% of the short side each."""
-    from augly.utils import EMOJI_DIR
-
     out = image.copy()
     width, height = out.size
     stickers = []
     for _ in range(int(rng.integers(1, 5))):
-        folder = choice(rng, EMOJI_FOLDERS)
-        name = choice(rng, emoji_files(folder))
+        emoji = pick_emoji(rng)
         size = max(8, round(min(width, height) * uniform(rng, 0.1, 0.3)))
         x = round((width - size) * uniform(rng, 0.0, 1.0))
         y = round((height - size) * uniform(rng, 0.0, 1.0))
-        with Image.open(os.path.join(EMOJI_DIR, folder, name)) as emoji:
-            sticker = emoji.convert("RGBA").resize((size, size), Image.Resampling.LANCZOS)
-        out.paste(sticker, (x, y), sticker)
-        stickers.append({"emoji": f"{folder}/{name}", "size": size, "xy": [x, y]})
+        paste_emoji(out, emoji, size, (x, y))
+        stickers.append({"emoji": emoji, "size": size, "xy": [x, y]})
     return out, {"stickers": stickers}
 
 

@@ -178,9 +178,8 @@ def _run_partial_copies(partials: list[tuple[Row, str]], engine, top_k: int, rep
     for done, (row, truth) in enumerate(partials, 1):
         result = engine.query(load_rgb(row), top_k=top_k)
         best = result.matches[0] if result.matches else None
-        answer = {"top": [m.path for m in result.matches], "scores": [float(m.score) for m in result.matches],
-                  "verdict": result.verdict, "box": list(getattr(best, "box", None) or []) or None,
-                  "coverage": getattr(best, "coverage", None)}
+        box = getattr(best, "box", None)
+        answer = {**_engine_answer(result), "box": list(box) if box else None, "coverage": getattr(best, "coverage", None)}
         _judge(answer, truth)
         records.append({"qid": f"partial/{done - 1}", "positive": False, "partial": True,
                         "group": M.PARTIAL_COPY_GROUP, "index": done - 1, "source": row.path, "truth": truth,
@@ -193,6 +192,10 @@ def _ask_engine(engine, image: Image.Image, top_k: int, run: _SystemRun) -> dict
     started = time.perf_counter()
     result = engine.query(image, top_k=top_k)
     run.seconds.append(time.perf_counter() - started)
+    return _engine_answer(result)
+
+
+def _engine_answer(result) -> dict:
     return {"top": [m.path for m in result.matches], "scores": [float(m.score) for m in result.matches],
             "verdict": result.verdict}
 

@@ -22,12 +22,11 @@ of the references (face centred horizontally, in the upper half or centre).
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .profile import _theme, circle_mask, emoji_files, fake_handle, fake_name, font, vertical_gradient
+from .profile import _theme, circle_mask, fake_handle, fake_name, font, paste_emoji, pick_emoji, vertical_gradient
 from .transforms import Params, choice, face_box, jpeg_roundtrip, random_colour, register, uniform
 
 _CAPTIONS = ("Dispo ce soir", "Snap : {h}", "{p} € la soirée", "DM for prices", "Only {p}$ tonight",
@@ -139,17 +138,6 @@ def combo_caption(image: Image.Image, rng: np.random.Generator) -> tuple[Image.I
     return jpeg_roundtrip(out, quality), {"box": list(box), "filter": filtered, "bands": bands, "quality": quality}
 
 
-def _paste_emoji(out: Image.Image, rng: np.random.Generator, size: int, xy: tuple[int, int]) -> str:
-    from augly.utils import EMOJI_DIR
-
-    folder = choice(rng, ("smileys", "people", "symbols", "activity", "objects"))
-    name = choice(rng, emoji_files(folder))
-    with Image.open(os.path.join(EMOJI_DIR, folder, name)) as emoji:
-        sticker = emoji.convert("RGBA").resize((size, size), Image.Resampling.LANCZOS)
-    out.paste(sticker, xy, sticker)
-    return f"{folder}/{name}"
-
-
 @register("stickers_heavy")
 def stickers_heavy(image: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, Params]:
     """2-6 emoji stickers, 10-30 % of the short side each; the first sits on the face."""
@@ -163,7 +151,9 @@ def stickers_heavy(image: Image.Image, rng: np.random.Generator) -> tuple[Image.
             xy = (min(max(0, round(cx - size / 2)), width - size), min(max(0, round(cy - size / 2)), height - size))
         else:
             xy = (round((width - size) * uniform(rng, 0.0, 1.0)), round((height - size) * uniform(rng, 0.0, 1.0)))
-        stickers.append({"emoji": _paste_emoji(out, rng, size, xy), "size": size, "xy": list(xy)})
+        emoji = pick_emoji(rng)
+        paste_emoji(out, emoji, size, xy)
+        stickers.append({"emoji": emoji, "size": size, "xy": list(xy)})
     return out, {"stickers": stickers}
 
 

@@ -7,7 +7,8 @@ stores the visual words of its keypoints (:mod:`provenance.visual_words`); this 
 keeps an inverted file of them (built on first use, like the PDQ index) and scores every
 reference by the idf-weighted words it shares with the query's keypoints (plain and
 mirrored; each query descriptor votes for its 4 nearest cells), normalised by the
-reference's own word weight. The best :data:`VOTE_CANDIDATES` are proposed.
+reference's own word weight. The best :data:`~.fusion.VOTE_CANDIDATES` (the
+number fusion verifies) are proposed.
 
 The query keypoints are the ones verification extracts anyway (the whole query, and the
 square inside a round avatar or a circle when the query has one).
@@ -22,10 +23,8 @@ import numpy as np
 
 from .. import visual_words as vw
 from ..index.store import IndexStore
+from .fusion import VOTE_CANDIDATES
 from .sources import CandidateSource, Hit, QueryBatch, register_source
-
-#: References proposed per query.
-VOTE_CANDIDATES = 4
 #: Query views whose keypoints vote (besides the whole query): a round avatar's inside.
 VOTING_VIEWS = ("disc", "circle0")
 
@@ -55,6 +54,10 @@ class _InvertedFile:
         owners = self.postings[np.arange(lengths.sum()) + offsets]
         weights = np.repeat(self.idf2[query_words], lengths)
         return np.bincount(owners, weights=weights, minlength=len(self.ref_ids)) / self.norms
+
+
+def _voting_views(features) -> list[int]:
+    return [0] + [number for number, view in enumerate(features.views) if view.name in VOTING_VIEWS]
 
 
 @register_source
@@ -95,13 +98,15 @@ class KeypointVoteSource(CandidateSource):
         index = self._built()
         if index is None or self._codebook is None:
             return [[] for _ in range(len(batch))]
+        if batch.pool is not None:  # every image's SIFT side by side, before the first vote waits
+            for features in batch.features:
+                features.prefetch(_voting_views(features), batch.pool)
         return [self._vote(index, features) for features in batch.features]
 
     def _vote(self, index: _InvertedFile, features) -> list[Hit]:
         best = np.zeros(len(index.ref_ids))
         best_view = np.zeros(len(index.ref_ids), dtype=np.int64)
-        views = [0] + [number for number, view in enumerate(features.views) if view.name in VOTING_VIEWS]
-        for view in views:
+        for view in _voting_views(features):
             for keypoints in features.keypoints(view):
                 if not len(keypoints):
                     continue

@@ -36,8 +36,11 @@ class QueryOptions:
     ``regions``: True for every indexed region, False for the whole-image vectors alone,
     or a set of region numbers. ``face_scales``: the sizes of the query's face squares
     (the index's subject squares). ``sources``: the candidate sources consulted, by name.
+    The thresholds are the index's (calibrated or default; ``Engine.query_options``).
     """
 
+    similar_threshold: float
+    copy_threshold: float
     mirror: bool = True
     strip_borders: bool = True
     photo_regions: bool = True
@@ -48,8 +51,6 @@ class QueryOptions:
     sources: frozenset[str] = frozenset({"vectors", "pdq", "keypoints"})
     verify: bool = True
     verify_more: bool = True
-    similar_threshold: float = 0.8
-    copy_threshold: float = 1.0
 
     @property
     def searched_regions(self) -> frozenset[int] | None:
@@ -60,7 +61,9 @@ def run_queries(store: IndexStore, embedder, sources: Sequence[CandidateSource],
                 top_k: int, options: QueryOptions, errors: str) -> list[Any]:
     """One result (or, with ``errors="return"``, an ImageLoadError) per image, in order."""
     started = time.perf_counter()
-    active = [source for source in sources if source.name in options.sources]
+    # keypoint votes only propose candidates for verification: without it they are wasted work
+    wanted = options.sources if options.verify else options.sources - {"keypoints"}
+    active = [source for source in sources if source.name in wanted]
 
     def prepare(image: ImageSource):
         try:
@@ -81,12 +84,9 @@ def run_queries(store: IndexStore, embedder, sources: Sequence[CandidateSource],
         if loaded:
             vectors = embedder.embed_arrays(np.concatenate([outcomes[number][1] for number in loaded]))
             starts = np.cumsum([0] + [len(image_features.views) for image_features in features])
-            batch = QueryBatch(vectors, starts, features, options.searched_regions)
-            if "keypoints" in options.sources and options.verify:
-                for image_features in features:  # the votes need the whole query's keypoints
-                    image_features.prefetch([0], pool)
-            # PDQ before verification starts its keypoint threads: beside them, FAISS's
-            # own threads searching the hashes only compete for the cores
+            batch = QueryBatch(vectors, starts, features, options.searched_regions, pool)
+            # in registration order: vectors, then PDQ, then the keypoint votes, which start
+            # SIFT threads (beside them FAISS's threads searching the hashes only compete)
             hits = [source.search(batch) for source in active]
 
         def judge(position: int, pool: ThreadPoolExecutor | None = None) -> QueryResult:

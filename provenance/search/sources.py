@@ -54,13 +54,16 @@ class QueryBatch:
     ``vectors`` holds the embeddings of every view of every image, image after image;
     ``view_starts[i]`` is the row of image ``i``'s first view. ``features[i]`` computes
     image ``i``'s local features and hashes on demand (:class:`~provenance.matching.QueryFeatures`).
-    ``regions``: the indexed regions this call searches (None: all).
+    ``regions``: the indexed regions this call searches (None: all). ``pool``: an executor
+    on which a source may start work on ``features`` (``QueryFeatures.prefetch``) before
+    waiting on it.
     """
 
     vectors: np.ndarray
     view_starts: np.ndarray
     features: Sequence[Any]
     regions: frozenset[int] | None = None
+    pool: Any = None
 
     def __len__(self) -> int:
         return len(self.features)
