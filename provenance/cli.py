@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -25,6 +26,17 @@ def _fail(exc: ProvenanceError) -> typer.Exit:
     return typer.Exit(exc.exit_code)
 
 
+def _limits(max_file_mb: float, max_megapixels: float):
+    from .imagelimits import DEFAULT_LIMITS
+
+    return dataclasses.replace(DEFAULT_LIMITS, max_bytes=int(max_file_mb * (1 << 20)), max_pixels=int(max_megapixels * 1e6))
+
+
+_MAX_FILE_MB = typer.Option(128.0, "--max-file-mb", min=0.001, help="Larger image files are refused unread.")
+_MAX_MEGAPIXELS = typer.Option(100.0, "--max-megapixels", min=0.001,
+                               help="Images with more pixels (read from the header) are refused undecoded.")
+
+
 def _progress_bar(total_hint: int | None, description: str):
     from tqdm import tqdm
 
@@ -44,6 +56,8 @@ def reindex(
     file_timeout: float = typer.Option(60.0, "--file-timeout", min=0.1,
                                        help="Seconds a file may take to read and prepare before it is skipped."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    max_file_mb: float = _MAX_FILE_MB,
+    max_megapixels: float = _MAX_MEGAPIXELS,
 ) -> None:
     """Index every image of SOURCE; already-indexed images are skipped, changed ones re-embedded."""
     from .engine import Engine
@@ -56,6 +70,7 @@ def reindex(
         region_specs = REGION_SETS[regions]
         engine = (Engine.create(index, embedder, overwrite=True, regions=region_specs) if rebuild
                   else Engine.open_or_create(index, embedder, regions=region_specs))
+        engine.image_limits = _limits(max_file_mb, max_megapixels)
         bar = None if quiet else _progress_bar(None, "reindex")
 
         def progress(done: int, total: int) -> None:
@@ -85,6 +100,8 @@ def query(
     index: Path = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index directory."),
     top_k: int = typer.Option(5, "--top-k", "-k", min=1, help="Matches to report per query."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per query per line."),
+    max_file_mb: float = _MAX_FILE_MB,
+    max_megapixels: float = _MAX_MEGAPIXELS,
 ) -> None:
     """Which references each IMAGE may have been copied from, best first."""
     from .engine import Engine
@@ -93,6 +110,7 @@ def query(
         engine = Engine.open(index, read_only=True)
     except ProvenanceError as exc:
         raise _fail(exc)
+    engine.image_limits = _limits(max_file_mb, max_megapixels)
     exit_code = EXIT_OK
     with engine:
         for start in range(0, len(images), QUERY_BATCH):

@@ -10,14 +10,14 @@ from typing import Any, Callable, Iterable, Iterator, Literal, Sequence, overloa
 
 from .embedders import DEFAULT_EMBEDDER, Embedder, create_embedder
 from .errors import BadInputError, ImageLoadError
-from .imageio import ImageSource, describe_source, load_image
+from .imageio import ImageSource, describe_source
+from .imagelimits import DEFAULT_LIMITS, ImageLimits
 from .index.metadata import Reference
 from .index.manifest import MANIFEST_NAME
 from .index.store import PDQ_BLOB, IndexStore, read_through
 from .index.vectors import MAX_REGIONS, REGION_BITS
 from .indexing import EMBED_BATCH, ReindexRun, add_visual_words, index_prepared
-from .ingest import DEFAULT_FILE_TIMEOUT, Preparer, PreparedReference, ProgressCallback, model_threads_beside, pool_workers, prepare_all
-from .matching import reference_blobs
+from .ingest import DEFAULT_FILE_TIMEOUT, Preparer, ProgressCallback, model_threads_beside, pool_workers, prepare_all
 from .results import IndexInfo, QueryResult, ReindexSummary
 from .regions import DEFAULT_REGIONS, WHOLE, RegionSpec, SubjectSquare, spec_from_json, spec_to_json
 from .search import local  # noqa: F401  (registers the keypoint vote source)
@@ -67,6 +67,8 @@ class Engine:
         self.use_pdq = True
         #: the keypoint vote source (search.local)
         self.use_keypoint_votes = True
+        #: what loading one image may cost (bytes, pixels, scans, frames, seconds), on every path
+        self.image_limits: ImageLimits = DEFAULT_LIMITS
         self._loaded_generation = store.generation()
         self._sources: dict[str, CandidateSource] = {}
         for name in ("vectors", "pdq", "keypoints"):
@@ -88,7 +90,7 @@ class Engine:
             mirror=self.query_mirror, strip_borders=self.query_strip_borders, photo_regions=self.query_photo_regions,
             face_scales=scales, discs=self.query_discs, circles=self.query_circles, regions=self.use_regions,
             sources=frozenset(sources), verify=self.verify, verify_more=self.verify_more,
-            similar_threshold=self.similar_threshold, copy_threshold=self.copy_threshold,
+            similar_threshold=self.similar_threshold, copy_threshold=self.copy_threshold, limits=self.image_limits,
         )
 
     # -- opening -----------------------------------------------------------------------
@@ -170,7 +172,7 @@ class Engine:
         return HITS_PER_REGION * len(self._store.manifest.regions)
 
     def _preparer(self, known_hashes: frozenset[str] = frozenset()) -> Preparer:
-        return Preparer(self.embedder.preprocessing, known_hashes=known_hashes, regions=self.regions)
+        return Preparer(self.embedder.preprocessing, self.image_limits, known_hashes, self.regions)
 
     @property
     def copy_threshold(self) -> float:
@@ -196,13 +198,9 @@ class Engine:
             save: bool = True) -> int:
         """Embed and index one reference image; returns its reference id."""
         self._store.check_writable()
-        loaded = load_image(image)
         name = path if path is not None else describe_source(image)
         record = SourceRecord(name, name, subject, source_url, collection, dict(extra or {}))
-        prepared = PreparedReference(
-            record, loaded.sha256 or _pixel_digest(loaded.image), loaded.original_size[0], loaded.original_size[1],
-            self._preparer().region_arrays(loaded.image), reference_blobs(loaded.image),
-        )
+        prepared = self._preparer().prepare(record, image)
         with self._write_lock:
             (ref_id,) = index_prepared(self._store, self.embedder, [prepared])
             if save:
@@ -353,8 +351,3 @@ class Engine:
         """The stored metadata of one reference."""
         return self._store.metadata.get([ref_id]).get(ref_id)
 
-
-def _pixel_digest(image) -> str:
-    import hashlib
-
-    return hashlib.sha256(image.tobytes()).hexdigest()

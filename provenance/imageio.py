@@ -1,14 +1,16 @@
 """Loading images from paths, bytes, file objects or PIL images into RGB.
 
 Never fetches URLs. Applies EXIF orientation, flattens every mode to RGB (alpha onto
-white), takes the first frame of animations, and refuses decompression bombs and
-non-images with :class:`~provenance.errors.ImageLoadError`.
+white, 16-bit scaled, CMYK converted), takes the first frame of animations, and refuses
+non-images, invalid headers and anything past the :class:`~provenance.imagelimits.ImageLimits`
+(bytes, pixels, JPEG scans, frames, decode time) with :class:`~provenance.errors.ImageLoadError`.
+HEIC/HEIF photos are read through pillow-heif, AVIF through Pillow's own plugin.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import io
 import os
 import warnings
 from dataclasses import dataclass
@@ -18,16 +20,21 @@ from typing import BinaryIO, Union
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageLoadError
+from .imagelimits import DEFAULT_LIMITS, DeadlineReader, ImageLimits, check_encoded
+from .imagelimits import read_file_bounded, read_stream_bounded
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, BinaryIO, Image.Image]
 
-#: Images with more pixels than this are refused (a 16k x 16k photo is already absurd
-#: for a profile picture; bombs are far larger).
-DEFAULT_MAX_PIXELS = 100_000_000
+#: Above this many pixels an image decoded for a known target size is reduced right after
+#: decoding (as JPEG's draft mode does while decoding), so conversions and crops of a huge
+#: PNG never hold several full-size copies. Ordinary photos and screenshots stay full size.
+REDUCE_ABOVE_PIXELS = 24_000_000
 
 IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"}
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm",
+     ".heic", ".heif", ".avif"}
 )
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
 
 
 @dataclass(frozen=True)
@@ -55,78 +62,106 @@ def is_image_path(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def read_source_bytes(source: ImageSource) -> bytes:
-    """The encoded bytes of a path, bytes or file-object source."""
+def read_source_bytes(source: ImageSource, max_bytes: int = DEFAULT_LIMITS.max_bytes) -> bytes:
+    """The encoded bytes of a path, bytes or file-object source, at most ``max_bytes``.
+
+    A path must name a regular file: FIFOs, devices and sockets are refused unopened for
+    reading, so they can neither hang the caller nor fill its memory.
+    """
     name = describe_source(source)
     if isinstance(source, (bytes, bytearray)):
+        if len(source) > max_bytes:
+            raise ImageLoadError(name, f"more than the limit of {max_bytes} bytes")
         return bytes(source)
     if isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
-        if "://" in str(text):
+        if isinstance(text, bytes):
+            text = os.fsdecode(text)
+        if "://" in text:
             raise ImageLoadError(name, "URLs are not fetched; download the image first")
-        try:
-            with open(text, "rb") as handle:
-                return handle.read()
-        except FileNotFoundError:
-            raise ImageLoadError(name, "file not found") from None
-        except IsADirectoryError:
-            raise ImageLoadError(name, "is a directory") from None
-        except OSError as exc:
-            raise ImageLoadError(name, f"cannot read file ({exc.strerror or exc})") from None
+        return read_file_bounded(text, name, max_bytes)
     if hasattr(source, "read"):
-        data = source.read()
-        if not isinstance(data, (bytes, bytearray)):
-            raise ImageLoadError(name, "file object must be opened in binary mode")
-        return bytes(data)
+        return read_stream_bounded(source, name, max_bytes)
     raise ImageLoadError(name, f"unsupported image source type {type(source).__name__}")
 
 
 def load_image(
     source: ImageSource,
     *,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    limits: ImageLimits = DEFAULT_LIMITS,
     target_size: int | None = None,
+    max_pixels: int | None = None,
 ) -> LoadedImage:
-    """Load ``source`` as an upright RGB image.
+    """Load ``source`` as an upright RGB image within ``limits``.
 
-    ``target_size`` lets JPEG decoding use ``draft()`` to decode at a reduced scale
-    (never below ``target_size`` on the short side), which is several times faster
-    for large photos when only a small version is needed.
+    ``target_size`` lets decoding stop at a reduced scale (never below ``target_size`` on
+    the short side): JPEG's ``draft()`` while decoding, a plain reduction right after it
+    for other formats past :data:`REDUCE_ABOVE_PIXELS`. ``max_pixels`` overrides the
+    limits' pixel budget.
     """
+    if max_pixels is not None:
+        limits = dataclasses.replace(limits, max_pixels=max_pixels)
     name = describe_source(source)
     if isinstance(source, Image.Image):
         size = _oriented_size(source)
-        return LoadedImage(_to_upright_rgb(source, name), None, size)
-    data = read_source_bytes(source)
+        return LoadedImage(_to_upright_rgb(source, name, None, None), None, size)
+    data = read_source_bytes(source, limits.max_bytes)
     digest = hashlib.sha256(data).hexdigest()
-    image = _open_checked(data, name, max_pixels)
+    deadline = limits.deadline()
+    image = _open_checked(data, name, limits, deadline)
     size = _oriented_size(image)
     if target_size and image.format == "JPEG":
         image.draft("RGB", _draft_request(image.size, target_size))
-    return LoadedImage(_to_upright_rgb(image, name), digest, size)
+    return LoadedImage(_to_upright_rgb(image, name, target_size, image.fp), digest, size)
 
 
-def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
+def _open_checked(data: bytes, name: str, limits: ImageLimits, deadline: float | None) -> Image.Image:
     if not data:
         raise ImageLoadError(name, "file is empty")
+    check_encoded(data, name, limits)
+    if _is_heif(data):
+        _register_heif()
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            # the pixel budget below is the one that counts; Pillow's own is only a warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(DeadlineReader(data, name, deadline))
+    except ImageLoadError:
+        raise
     except UnidentifiedImageError:
         raise ImageLoadError(name, "not an image (unrecognised format)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except Image.DecompressionBombError:
         raise ImageLoadError(name, "too many pixels (possible decompression bomb)") from None
     except Exception as exc:  # Pillow raises many types for broken headers
-        raise ImageLoadError(name, f"cannot decode image ({exc})") from None
+        raise ImageLoadError(name, f"cannot decode image ({_one_line(exc)})") from None
     width, height = image.size
-    if width * height > max_pixels:
+    if width * height > limits.max_pixels:
         raise ImageLoadError(
-            name, f"{width}x{height} exceeds the limit of {max_pixels} pixels (possible decompression bomb)"
+            name, f"{width}x{height} exceeds the limit of {limits.max_pixels} pixels (possible decompression bomb)"
         )
     if width == 0 or height == 0:
         raise ImageLoadError(name, "image has no pixels")
+    frames = getattr(image, "n_frames", 1) if image.format in ("PNG", "WEBP", "AVIF", "HEIF") else 1
+    if frames > limits.max_frames:
+        raise ImageLoadError(name, f"{frames} frames exceed the limit of {limits.max_frames}")
     return image
+
+
+def _is_heif(data: bytes) -> bool:
+    return data[4:8] == b"ftyp" and (data[8:12] in _HEIF_BRANDS or any(
+        brand in data[16:64] for brand in _HEIF_BRANDS[:4]))
+
+
+def _register_heif() -> None:
+    try:
+        import pillow_heif
+    except ImportError:
+        return  # then Pillow says it cannot identify the file
+    pillow_heif.register_heif_opener()
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _draft_request(size: tuple[int, int], target: int) -> tuple[int, int]:
@@ -146,11 +181,14 @@ def _oriented_size(image: Image.Image) -> tuple[int, int]:
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
-def _to_upright_rgb(image: Image.Image, name: str) -> Image.Image:
+def _to_upright_rgb(image: Image.Image, name: str, target_size: int | None, reader) -> Image.Image:
     try:
         if getattr(image, "is_animated", False):
             image.seek(0)
         image.load()
+        if reader is not None:
+            reader.check()  # decoders that read all at once are checked when they return
+        image = _reduced(image, target_size)
         try:
             image = ImageOps.exif_transpose(image)
         except Exception:
@@ -158,8 +196,26 @@ def _to_upright_rgb(image: Image.Image, name: str) -> Image.Image:
         return _flatten_to_rgb(image)
     except ImageLoadError:
         raise
+    except MemoryError:
+        raise ImageLoadError(name, "not enough memory to decode it") from None
     except Exception as exc:
-        raise ImageLoadError(name, f"cannot decode image ({exc})") from None
+        raise ImageLoadError(name, f"cannot decode image ({_one_line(exc)})") from None
+
+
+def _reduced(image: Image.Image, target_size: int | None) -> Image.Image:
+    width, height = image.size
+    if not target_size or width * height <= REDUCE_ABOVE_PIXELS:
+        return image
+    factor = min(width, height) // target_size
+    if factor < 2:
+        return image
+    if image.mode not in ("L", "LA", "RGB", "RGBA", "I", "F", "I;16", "CMYK"):
+        image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
+    exif = image.getexif()
+    reduced = image.reduce(factor)
+    if exif:
+        reduced.info["exif"] = exif.tobytes()  # orientation still applies to the reduced pixels
+    return reduced
 
 
 def _flatten_to_rgb(image: Image.Image) -> Image.Image:
@@ -173,10 +229,12 @@ def _flatten_to_rgb(image: Image.Image) -> Image.Image:
         # 16/32-bit greyscale: scale to 8 bits instead of clipping at 255
         import numpy as np
 
-        array = np.asarray(image, dtype=np.float64)
+        array = np.asarray(image, dtype=np.float32)  # float32, in place: a huge scan stays affordable
         peak = 65535.0 if mode.startswith("I;16") or array.max() > 255 else 255.0
-        array = np.clip(array / peak * 255.0 + 0.5, 0, 255).astype("uint8")
-        return Image.fromarray(array, "L").convert("RGB")
+        array *= 255.0 / peak
+        array += 0.5
+        np.clip(array, 0, 255, out=array)
+        return Image.fromarray(array.astype("uint8"), "L").convert("RGB")
     if mode == "F":
         import numpy as np
 

@@ -21,7 +21,8 @@ import numpy as np
 from .embedders.base import Preprocessing
 from .errors import ImageLoadError
 from .matching import reference_blobs
-from .imageio import DEFAULT_MAX_PIXELS, load_image, read_source_bytes
+from .imageio import ImageSource, load_image, read_source_bytes
+from .imagelimits import DEFAULT_LIMITS, ImageLimits
 from .regions import DEFAULT_REGIONS, RegionSpec, reference_face, region_images, smallest_fraction
 from .sources import SourceRecord
 
@@ -41,36 +42,52 @@ class Preparer:
     """Picklable recipe run in worker processes for each reference file."""
 
     preprocessing: Preprocessing
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    limits: ImageLimits = DEFAULT_LIMITS
     known_hashes: frozenset[str] = frozenset()
     regions: tuple[RegionSpec, ...] = DEFAULT_REGIONS
     verification: bool = True  # also extract keypoints and the PDQ hash
+
+    @property
+    def decode_size(self) -> int:
+        """Short side decoded at least: regions are upsampled crops, so enough for the smallest."""
+        return int(self.preprocessing.size / smallest_fraction(self.regions))
 
     def region_arrays(self, image) -> dict[int, np.ndarray]:
         """Model input for every indexed region of ``image`` (region 0: the whole image)."""
         crops = region_images(image, self.regions, reference_face(image, self.regions))
         return {number: self.preprocessing.to_array(crop) for number, crop in enumerate(crops)}
 
+    def prepare(self, record: SourceRecord, source: ImageSource, digest: str | None = None) -> "PreparedReference":
+        """Decode ``source`` and compute everything indexed for it; raises ImageLoadError.
+
+        The one way a reference is prepared: ``reindex`` (through ``__call__``) and
+        ``Engine.add`` both come here, so one file gives the same vectors, keypoints and
+        hash whichever indexed it.
+        """
+        started = time.perf_counter()
+        loaded = load_image(source, limits=self.limits, target_size=self.decode_size)
+        digest = digest or loaded.sha256 or hashlib.sha256(loaded.image.tobytes()).hexdigest()
+        width, height = loaded.original_size
+        blobs = reference_blobs(loaded.image) if self.verification else {}
+        return PreparedReference(record, digest, width=width, height=height, arrays=self.region_arrays(loaded.image),
+                                 blobs=blobs, seconds=time.perf_counter() - started)
+
     def __call__(self, record: SourceRecord) -> "PreparedReference":
         started = time.perf_counter()
         try:
-            data = read_source_bytes(record.file)
+            data = read_source_bytes(record.file, self.limits.max_bytes)
             digest = hashlib.sha256(data).hexdigest()
             if digest in self.known_hashes:
                 return PreparedReference(record, digest, seconds=time.perf_counter() - started, already_known=True)
-            # regions are upsampled crops, so decode at enough resolution for the smallest one
-            target = int(self.preprocessing.size / smallest_fraction(self.regions))
-            loaded = load_image(data, max_pixels=self.max_pixels, target_size=target)
-            width, height = loaded.original_size
-            blobs = reference_blobs(loaded.image) if self.verification else {}
-            return PreparedReference(
-                record, digest, width=width, height=height, arrays=self.region_arrays(loaded.image),
-                blobs=blobs, seconds=time.perf_counter() - started,
-            )
+            prepared = self.prepare(record, data, digest)
+            prepared.seconds = time.perf_counter() - started
+            return prepared
         except ImageLoadError as exc:
             return PreparedReference(record, None, error=f"{record.file}: {exc.reason}", seconds=time.perf_counter() - started)
+        except MemoryError:
+            return PreparedReference(record, None, error=f"{record.file}: not enough memory to prepare it")
         except Exception as exc:  # one bad file must never abort a reindex
-            return PreparedReference(record, None, error=f"{record.file}: {type(exc).__name__}: {exc}")
+            return PreparedReference(record, None, error=f"{record.file}: {type(exc).__name__}: {' '.join(str(exc).split())}")
 
 
 @dataclass

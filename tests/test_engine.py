@@ -1,3 +1,5 @@
+import time
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -5,6 +7,7 @@ import pytest
 from PIL import Image
 
 from provenance import Engine
+from provenance.ingest import Preparer
 from provenance.errors import BadInputError, ImageLoadError, IncompatibleIndexError
 
 from .conftest import synthetic_photo
@@ -172,31 +175,49 @@ def test_info_reports_counts(engine):
     assert details.embedder["name"] == "effnet-lite0" and details.disk_bytes > 0
 
 
+class _StuckOnSomeFiles(Preparer):
+    """A preparer that hangs on files named stuck*, like a read from a hung network mount."""
+
+    def __call__(self, record):
+        if Path(record.file).name.startswith("stuck"):
+            time.sleep(3600)
+        return super().__call__(record)
+
+
 @pytest.mark.parametrize("workers", [0, 1])
 def test_a_stuck_file_is_skipped_and_the_run_goes_on(tmp_path, effnet, photo_folder, monkeypatch, workers):
+    import provenance.ingest as ingest
+    from provenance.sources import SourceRecord
+
+    monkeypatch.setattr(ingest, "POOL_THRESHOLD", 1)
+    photos = sorted(str(path) for path in photo_folder.rglob("*") if path.suffix.lower() == ".jpg")
+    files = photos[:2] + [str(tmp_path / "stuck.jpg")] + photos[2:]
+    records = [SourceRecord(file, file) for file in files]
+    preparer = _StuckOnSomeFiles(effnet.preprocessing)
+    prepared = list(ingest.prepare_all(records, preparer, workers=workers, file_timeout=2.0))
+    assert [item.record.file for item in prepared] == files
+    failed = [item for item in prepared if item.error is not None]
+    assert len(failed) == 1 and "stuck.jpg" in failed[0].error and "nothing after 2 s" in failed[0].error
+    assert all(item.arrays for item in prepared if item.error is None)
+
+
+def test_a_fifo_or_device_in_the_source_is_refused_without_reading(tmp_path, effnet, photo_folder):
     import json
     import os
 
-    import provenance.ingest as ingest
-
-    monkeypatch.setattr(ingest, "POOL_THRESHOLD", 1)
-    stuck = tmp_path / "stuck.jpg"
-    os.mkfifo(stuck)  # opening a pipe that nobody writes blocks forever, like a hung mount
+    fifo = tmp_path / "fifo.jpg"
+    os.mkfifo(fifo)  # opening a pipe that nobody writes would block forever
+    device = tmp_path / "zero.jpg"
+    device.symlink_to("/dev/zero")  # would be read without end
     photos = sorted(path for path in photo_folder.rglob("*") if path.suffix.lower() == ".jpg")
     manifest = tmp_path / "refs.jsonl"
-    manifest.write_text("".join(json.dumps({"path": str(path)}) + "\n" for path in photos[:2] + [stuck] + photos[2:]))
+    manifest.write_text("".join(json.dumps({"path": str(path)}) + "\n" for path in photos[:2] + [fifo, device] + photos[2:]))
     seen = []
-    try:
-        with Engine.create(tmp_path / "idx", effnet) as built:
-            summary = built.reindex(manifest, workers=workers, on_error=seen.append, file_timeout=2.0)
-            assert (summary.added, summary.failed) == (len(photos), 1)
-            assert len(seen) == 1 and "stuck.jpg" in seen[0] and "nothing after 2 s" in seen[0]
-            assert {match.path for match in built.query(photos[-1]).matches if match.verdict == "copy"} == {str(photos[-1])}
-    finally:
-        try:  # let a reader still blocked in this process see end-of-file and finish
-            os.close(os.open(stuck, os.O_WRONLY | os.O_NONBLOCK))
-        except OSError:
-            pass
+    with Engine.create(tmp_path / "idx", effnet) as built:
+        summary = built.reindex(manifest, workers=0, on_error=seen.append, file_timeout=30.0)
+        assert (summary.added, summary.failed) == (len(photos), 2)
+        assert any("fifo.jpg: not a regular file (a FIFO)" in line for line in seen)
+        assert any("zero.jpg: not a regular file (a character device)" in line for line in seen)
 
 
 def test_create_checks_every_region_against_the_id_packing(tmp_path, effnet):

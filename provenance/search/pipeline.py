@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import ImageLoadError
 from ..imageio import ImageSource, describe_source, load_image
+from ..imagelimits import DEFAULT_LIMITS, ImageLimits
 from ..index.store import IndexStore
 from ..matching import Candidate, QueryFeatures, match_from, verify_candidates
 from ..regions import query_views
@@ -51,6 +52,7 @@ class QueryOptions:
     sources: frozenset[str] = frozenset({"vectors", "pdq", "keypoints"})
     verify: bool = True
     verify_more: bool = True
+    limits: ImageLimits = DEFAULT_LIMITS
 
     @property
     def searched_regions(self) -> frozenset[int] | None:
@@ -67,7 +69,7 @@ def run_queries(store: IndexStore, embedder, sources: Sequence[CandidateSource],
 
     def prepare(image: ImageSource):
         try:
-            views = query_views(load_image(image, target_size=QUERY_DECODE_SIZE).image, mirror=options.mirror,
+            views = query_views(load_image(image, limits=options.limits, target_size=QUERY_DECODE_SIZE).image, mirror=options.mirror,
                                 strip=options.strip_borders, photos=options.photo_regions,
                                 face_scales=options.face_scales, disc=options.discs, circles=options.circles)
         except ImageLoadError as exc:
