@@ -115,7 +115,11 @@ def query(
     with engine:
         for start in range(0, len(images), QUERY_BATCH):
             chunk = [str(image) for image in images[start : start + QUERY_BATCH]]
-            for name, outcome in zip(chunk, engine.query_batch(chunk, top_k=top_k, errors="return")):
+            try:
+                outcomes = engine.query_batch(chunk, top_k=top_k, errors="return")
+            except ProvenanceError as exc:
+                raise _fail(exc)
+            for name, outcome in zip(chunk, outcomes):
                 if isinstance(outcome, ImageLoadError):
                     exit_code = EXIT_BAD_INPUT
                     if as_json:
@@ -244,7 +248,7 @@ def hashes(index: Path = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Inde
     from .engine import Engine
 
     try:
-        with Engine.open(index) as engine:
+        with Engine.open(index, read_only=True) as engine:
             for reference, digest, quality in engine.pdq_hashes():
                 typer.echo(f"{digest},{quality},{reference.path}")
     except ProvenanceError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -307,9 +308,12 @@ class Engine:
             raise BadInputError("top_k must be at least 1")
         if errors not in ("raise", "return"):
             raise BadInputError('errors must be "raise" or "return"')
-        self._follow_writers()
-        options = self.query_options()  # after following a writer: its thresholds too
-        return run_queries(self._store, self.embedder, list(self._sources.values()), images, top_k, options, errors)
+        try:
+            self._follow_writers()
+            options = self.query_options()  # after following a writer: its thresholds too
+            return run_queries(self._store, self.embedder, list(self._sources.values()), images, top_k, options, errors)
+        except sqlite3.DatabaseError as exc:
+            raise self._store.corrupt(f"its metadata cannot be read ({exc})") from None
 
     def preload(self) -> int:
         """Read the index files that queries fetch from disk into the OS page cache; returns bytes read.

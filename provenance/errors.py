@@ -56,5 +56,9 @@ class EmbedderUnavailableError(ProvenanceError):
     exit_code = 5
 
 
+class IndexLockedError(IndexStoreError):
+    """Another writer (process or open engine) holds the index; one writer at a time."""
+
+
 class ReadOnlyIndexError(IndexStoreError):
     """A change was asked of an index opened read-only (memory-mapped)."""

@@ -133,3 +133,28 @@ def test_effnet_inference_model_matches_timm_model(image_size):
         expected = build_lite0_model().forward_features(inputs)
         rewritten = build_lite0_model(image_size=image_size).forward_features(inputs)
     assert torch.allclose(rewritten, expected, atol=1e-4 * float(expected.abs().max()))
+
+
+class _Payload:
+    """Unpickling this runs code: what a hostile checkpoint would carry."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def test_a_checkpoint_carrying_code_is_refused_unrun(tmp_path):
+    import torch
+
+    from provenance.errors import EmbedderUnavailableError
+
+    marker = tmp_path / "pwned"
+    checkpoint = tmp_path / "hostile.pt"
+    torch.save({"state_dict": {"x": _Payload(str(marker))}}, checkpoint)
+    with pytest.raises(EmbedderUnavailableError, match="could not load CLIP weights"):
+        create_embedder("clip", model="RN50", pretrained=str(checkpoint), image_size=64)._load()
+    assert not marker.exists()

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from provenance import Engine
+from provenance.index.vectors import vector_ids
 from provenance.ingest import Preparer
 from provenance.errors import BadInputError, ImageLoadError, IncompatibleIndexError
 
@@ -98,8 +99,22 @@ def test_parallel_workers_give_the_same_index(tmp_path, effnet, photo_folder, mo
 def test_reopened_index_answers_identically(engine, tmp_path, photos):
     probe = _crop_copy(photos[4])
     live = engine.query(probe).matches
-    with Engine.open(tmp_path / "index") as reopened:
+    with Engine.open(tmp_path / "index", read_only=True) as reopened:
         assert reopened.query(probe).matches == live
+
+
+def test_a_second_writer_is_refused_at_once_and_readers_are_not(engine, tmp_path, photos):
+    from provenance.errors import IndexLockedError
+
+    with pytest.raises(IndexLockedError, match="another writer"):
+        Engine.open(tmp_path / "index")
+    with pytest.raises(IndexLockedError):
+        Engine.create(tmp_path / "index", engine.embedder, overwrite=True)
+    with Engine.open(tmp_path / "index", read_only=True) as reader:
+        assert reader.query(photos[2]).verdict == "copy"
+    engine.close()
+    with Engine.open(tmp_path / "index", engine.embedder) as writer:  # released on close
+        assert writer.info().references == 6
 
 
 def test_open_with_other_embedder_is_refused(engine, tmp_path):
@@ -233,3 +248,27 @@ def test_create_checks_every_region_against_the_id_packing(tmp_path, effnet):
         Engine.create(tmp_path / "c", effnet, regions=[WHOLE, (0.5, 0.5, 0.2, 0.9)])
     with Engine.create(tmp_path / "d", effnet, regions=[WHOLE, SubjectSquare(1.0)]) as engine:
         assert engine.regions == (WHOLE, SubjectSquare(1.0)) and engine.search_depth == 2 * 11
+
+
+def test_add_and_reindex_prepare_a_reference_identically(tmp_path, effnet):
+    folder = tmp_path / "refs"
+    folder.mkdir()
+    synthetic_photo(11, (1600, 1200)).save(folder / "large.jpg", quality=90)  # decoded at a reduced scale
+    synthetic_photo(12, (300, 400)).save(folder / "small.png")
+    with Engine.create(tmp_path / "reindexed", effnet) as reindexed, Engine.create(tmp_path / "added", effnet) as added:
+        reindexed.reindex(folder, workers=0)
+        for path in sorted(folder.iterdir()):
+            added.add(path)
+        stores = [engine._store for engine in (reindexed, added)]
+        rows = [{ref.sha256: ref for ref in store.metadata.get(range(10)).values()} for store in stores]
+        assert rows[0].keys() == rows[1].keys() and len(rows[0]) == 2
+        contents = [dict(zip(*store.vectors.contents())) for store in stores]
+        for digest, first in rows[0].items():
+            second = rows[1][digest]
+            assert (first.width, first.height) == (second.width, second.height)
+            for kind in ("sift", "pdq"):
+                assert stores[0].metadata.get_blob(first.id, kind) == stores[1].metadata.get_blob(second.id, kind)
+            for region in range(len(reindexed.regions)):
+                vector_a = contents[0][int(vector_ids(np.array([first.id]), np.array([region]))[0])]
+                vector_b = contents[1][int(vector_ids(np.array([second.id]), np.array([region]))[0])]
+                np.testing.assert_allclose(vector_a, vector_b, atol=1e-6)

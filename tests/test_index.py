@@ -96,7 +96,7 @@ def test_interrupted_save_leaves_previous_index_usable(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         store.save()
     monkeypatch.undo()
-    store.metadata.close()
+    store.close()
     reopened = IndexStore.open(tmp_path / "idx", DESCRIPTION)
     assert reopened.metadata.count() == 3
     assert reopened.vectors.ntotal == 3

@@ -28,6 +28,7 @@ class Manifest:
     vector_index: dict[str, Any] = field(default_factory=dict)
     thresholds: dict[str, float] = field(default_factory=dict)
     regions: list[Any] = field(default_factory=lambda: [[0.0, 0.0, 1.0, 1.0]])  # see regions.spec_to_json
+    index_id: str = ""  # random at creation; SQLite records it too (a copied metadata file is refused)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -76,13 +77,18 @@ def read_manifest(directory: Path) -> Manifest:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise CorruptIndexError(f"cannot read {path}: {exc}") from None
-    version = data.get("format_version")
+    version = data.get("format_version") if isinstance(data, dict) else None
     if version != FORMAT_VERSION:
         raise IncompatibleIndexError(
             f"index at {directory} has format version {version}; this provenance reads version {FORMAT_VERSION}. "
             "Rebuild it with 'provenance reindex --rebuild'"
         )
-    return Manifest.from_dict(data)
+    if not isinstance(data, dict) or not isinstance(data.get("embedder"), dict):
+        raise CorruptIndexError(f"{path} is not an index manifest (no embedder description)")
+    try:
+        return Manifest.from_dict(data)
+    except TypeError as exc:
+        raise CorruptIndexError(f"{path} is not an index manifest ({exc})") from None
 
 
 def check_embedder(directory: Path, manifest: Manifest, embedder_description: dict[str, Any]) -> None:

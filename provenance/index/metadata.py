@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from ..errors import CorruptIndexError
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS refs (
     id INTEGER PRIMARY KEY,
@@ -69,10 +71,16 @@ class MetadataStore:
     def __init__(self, path: Path):
         self.path = path
         self._connection = sqlite3.connect(str(path), check_same_thread=False, isolation_level="DEFERRED")
-        self._connection.execute("PRAGMA journal_mode=WAL")
-        self._connection.execute("PRAGMA synchronous=FULL")
-        self._connection.executescript(_SCHEMA)
-        self._connection.commit()
+        try:
+            self._connection.execute("PRAGMA journal_mode=WAL")
+            self._connection.execute("PRAGMA synchronous=FULL")
+            self._connection.executescript(_SCHEMA)
+            self._connection.commit()
+        except sqlite3.DatabaseError as exc:
+            self._connection.close()
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise
+            raise CorruptIndexError(f"{path} is not a readable index database ({exc})") from None
         self._lock = threading.RLock()
 
     def close(self) -> None:

@@ -12,19 +12,25 @@ An approximate index also has append-only re-ranking rows (``rerank-*.f16`` / ``
 SQLite records their file stem and committed row count in the same transaction, and
 rows past that count are ignored by readers and cut off by the next writer.
 
-Indexes opened ``read_only`` refuse every change; exact ones are memory-mapped (FAISS
+One writer at a time: an index opened for writing holds an exclusive ``flock`` on
+``write.lock`` until closed, and a second writer is refused at once with
+:class:`~provenance.errors.IndexLockedError` (readers take no lock; the kernel drops it
+when a killed writer's process ends). Indexes opened ``read_only`` refuse every change; exact ones are memory-mapped (FAISS
 ``IO_FLAG_MMAP_IFC``), so that query processes share the page cache and start at once.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
-from ..errors import CorruptIndexError, IndexExistsError, ReadOnlyIndexError
+from ..errors import CorruptIndexError, IndexExistsError, IndexLockedError, ReadOnlyIndexError
 from .manifest import MANIFEST_NAME, Manifest, check_embedder, read_manifest, write_manifest
 from .metadata import MetadataStore
 from .rerank import FILE_SUFFIXES as RERANK_SUFFIXES
@@ -33,20 +39,26 @@ from .vectors import VectorIndex
 
 KEYPOINTS_BLOB = "sift"
 PDQ_BLOB = "pdq"  # 32 hash bytes + 1 quality byte
+PDQ_BLOB_SIZE = 33
 
 METADATA_NAME = "metadata.sqlite"
 ERRORS_NAME = "errors.jsonl"
+LOCK_NAME = "write.lock"
 _FAISS_STATE_KEY = "faiss_file"
 _RERANK_STEM_KEY = "rerank_stem"
 _RERANK_ROWS_KEY = "rerank_rows"
+_IDENTITY_KEY = "identity"
+_FAISS_BYTES_KEY = "faiss_bytes"
+_RELOAD_ATTEMPTS = 5
 
 
 class IndexStore:
     """The files of one index directory, opened for reading and writing."""
 
     def __init__(self, directory: Path, manifest: Manifest, metadata: MetadataStore, vectors: VectorIndex,
-                 read_only: bool = False):
+                 read_only: bool = False, lock: "WriterLock | None" = None):
         self.directory = directory
+        self._writer_lock = lock
         self.read_only = read_only
         self.manifest = manifest
         self.metadata = metadata
@@ -70,7 +82,16 @@ class IndexStore:
         from ..verify.keypoints import Keypoints
 
         blob = self.metadata.get_blob(ref_id, KEYPOINTS_BLOB)
-        return None if blob is None else Keypoints.from_bytes(blob)
+        if blob is None:
+            return None
+        try:
+            return Keypoints.from_bytes(blob)
+        except ValueError as exc:
+            raise self.corrupt(f"the keypoints of reference {ref_id} are unreadable ({exc})") from None
+
+    def corrupt(self, what: str) -> CorruptIndexError:
+        """The error for stored data that cannot be what this index wrote."""
+        return CorruptIndexError(f"index at {self.directory} is damaged: {what}; rebuild it with 'provenance reindex --rebuild'")
 
     def remove_references(self, ref_ids: list[int]) -> None:
         """Drop references from the vectors and the metadata, and tell the listeners (pending until save)."""
@@ -90,18 +111,25 @@ class IndexStore:
                regions: list[Any] | None = None) -> "IndexStore":
         """Create an empty index; an existing one is refused unless ``overwrite``."""
         directory = Path(directory)
-        if (directory / MANIFEST_NAME).exists():
-            if not overwrite:
-                raise IndexExistsError(f"an index already exists at {directory}; use rebuild/overwrite to replace it")
-            _remove_index_files(directory)
+        if (directory / MANIFEST_NAME).exists() and not overwrite:
+            raise IndexExistsError(f"an index already exists at {directory}; use rebuild/overwrite to replace it")
         directory.mkdir(parents=True, exist_ok=True)
-        metadata = MetadataStore(directory / METADATA_NAME)
-        vectors = VectorIndex(int(embedder_description["dim"]))
-        manifest = Manifest(embedder=embedder_description, vector_index=vectors.describe())
-        if regions is not None:
-            manifest.regions = regions
-        store = cls(directory, manifest, metadata, vectors)
-        store.save()
+        lock = WriterLock.acquire(directory)
+        try:
+            if (directory / MANIFEST_NAME).exists():
+                if not overwrite:
+                    raise IndexExistsError(f"an index already exists at {directory}; use rebuild/overwrite to replace it")
+                _remove_index_files(directory)
+            metadata = MetadataStore(directory / METADATA_NAME)
+            vectors = VectorIndex(int(embedder_description["dim"]))
+            manifest = Manifest(embedder=embedder_description, vector_index=vectors.describe(), index_id=uuid.uuid4().hex)
+            if regions is not None:
+                manifest.regions = regions
+            store = cls(directory, manifest, metadata, vectors, lock=lock)
+            store.save()
+        except BaseException:
+            lock.release()
+            raise
         return store
 
     @classmethod
@@ -115,16 +143,48 @@ class IndexStore:
         metadata_path = directory / METADATA_NAME
         if not metadata_path.is_file():
             raise CorruptIndexError(f"index at {directory} has no {METADATA_NAME}")
-        metadata = MetadataStore(metadata_path)
-        store = cls(directory, manifest, metadata, cls._load_vectors(directory, manifest, metadata, read_only), read_only)
-        store._check_consistency()
+        lock = None if read_only else WriterLock.acquire(directory)
+        metadata = None
+        try:
+            metadata = MetadataStore(metadata_path)
+            manifest, vectors = cls._load_committed(directory, metadata, read_only)
+            store = cls(directory, manifest, metadata, vectors, read_only, lock)
+            store._check_identity()
+            store._check_consistency()
+        except BaseException:
+            if metadata is not None:
+                metadata.close()
+            if lock is not None:
+                lock.release()
+            raise
         return store
+
+    @classmethod
+    def _load_committed(cls, directory: Path, metadata: MetadataStore, read_only: bool) -> tuple[Manifest, VectorIndex]:
+        """The manifest and the committed vector index, even while a writer saves."""
+        for attempt in range(_RELOAD_ATTEMPTS):
+            generation = metadata.get_state("generation", "0")
+            try:
+                manifest = read_manifest(directory)
+                return manifest, cls._load_vectors(directory, manifest, metadata, read_only)
+            except CorruptIndexError:
+                # a writer committed again and deleted the file just named: read the new one
+                if attempt + 1 == _RELOAD_ATTEMPTS or metadata.get_state("generation", "0") == generation:
+                    raise
+        raise AssertionError("unreachable")
 
     @staticmethod
     def _load_vectors(directory: Path, manifest: Manifest, metadata: MetadataStore, read_only: bool) -> VectorIndex:
         faiss_name = metadata.get_state(_FAISS_STATE_KEY)
         if faiss_name is None:
             raise CorruptIndexError(f"index at {directory} names no vector file")
+        faiss_path = directory / faiss_name
+        expected = metadata.get_state(_FAISS_BYTES_KEY)
+        actual = faiss_path.stat().st_size if faiss_path.is_file() else None
+        if actual is None or (expected is not None and int(expected) != actual):
+            found = "is missing" if actual is None else f"has {actual} bytes, not the {expected} committed"
+            raise CorruptIndexError(f"index at {directory} is damaged: its vector file {faiss_name} {found} "
+                                    "(truncated or replaced); rebuild it with 'provenance reindex --rebuild'")
         dim = int(manifest.embedder["dim"])
         stem = metadata.get_state(_RERANK_STEM_KEY)
         rerank = None
@@ -141,10 +201,26 @@ class IndexStore:
     def reload_vectors(self) -> None:
         """Re-read the committed vector index (a read-only process following a writer)."""
         with self._save_lock:
-            self.manifest = read_manifest(self.directory)
-            self.vectors = self._load_vectors(self.directory, self.manifest, self.metadata, self.read_only)
+            self.manifest, self.vectors = self._load_committed(self.directory, self.metadata, self.read_only)
         for listener in self.listeners:
             listener.reset()
+
+    def _check_identity(self) -> None:
+        # The manifest is a plain JSON file anyone can edit and SQLite files can be copied
+        # between indexes, so the metadata keeps its own record of what the manifest must say.
+        recorded = self.metadata.get_state(_IDENTITY_KEY)
+        if recorded is not None and not self.manifest.index_id:
+            # an index from before identities, killed between recording one and writing the manifest
+            adopted = json.loads(recorded).get("index_id", "")
+            if _identity(dataclasses.replace(self.manifest, index_id=adopted)) == recorded:
+                self.manifest.index_id = adopted
+        if recorded is None:
+            if self.manifest.index_id:
+                raise self.corrupt(f"{METADATA_NAME} belongs to no index, but the manifest names index {self.manifest.index_id}")
+            return  # an index from before identities; its next save records one
+        if recorded != _identity(self.manifest):
+            raise self.corrupt(f"{MANIFEST_NAME} does not match {METADATA_NAME} (a hand-edited manifest, or files "
+                               "from two different indexes): embedder, regions or index id differ")
 
     def _check_consistency(self) -> None:
         recorded = self.metadata.get_state("vector_count")
@@ -169,13 +245,18 @@ class IndexStore:
             self.vectors.save(temporary)
             with open(temporary, "rb") as handle:
                 os.fsync(handle.fileno())
+                faiss_bytes = os.fstat(handle.fileno()).st_size
             os.replace(temporary, self.directory / faiss_name)
             rerank = self.vectors.rerank
             self.metadata.set_state(_FAISS_STATE_KEY, faiss_name)
+            self.metadata.set_state(_FAISS_BYTES_KEY, str(faiss_bytes))
             self.metadata.set_state(_RERANK_STEM_KEY, rerank.stem if rerank is not None else "")
             self.metadata.set_state(_RERANK_ROWS_KEY, str(rerank.rows if rerank is not None else 0))
             self.metadata.set_state("generation", str(generation))
             self.metadata.set_state("vector_count", str(self.vectors.ntotal))
+            if not self.manifest.index_id:
+                self.manifest.index_id = uuid.uuid4().hex
+            self.metadata.set_state(_IDENTITY_KEY, _identity(self.manifest))
             self.metadata.commit()
             self.manifest.updated_at = time.time()
             self.manifest.reference_count = self.metadata.count()
@@ -218,6 +299,42 @@ class IndexStore:
 
     def close(self) -> None:
         self.metadata.close()
+        if self._writer_lock is not None:
+            self._writer_lock.release()
+            self._writer_lock = None
+
+
+class WriterLock:
+    """An exclusive, non-blocking ``flock`` on an index directory's ``write.lock``."""
+
+    def __init__(self, descriptor: int):
+        self._descriptor: int | None = descriptor
+
+    @classmethod
+    def acquire(cls, directory: Path) -> "WriterLock":
+        import fcntl
+
+        descriptor = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            raise IndexLockedError(
+                f"index at {directory} is being changed by another writer (reindex, remove, compact or calibrate); "
+                "wait for it to finish; queries can run meanwhile"
+            ) from None
+        return cls(descriptor)
+
+    def release(self) -> None:
+        if self._descriptor is not None:
+            os.close(self._descriptor)  # closing drops the flock
+            self._descriptor = None
+
+
+def _identity(manifest: Manifest) -> str:
+    """What of the manifest never changes after creation, as recorded in SQLite."""
+    return json.dumps({"index_id": manifest.index_id, "embedder": manifest.embedder, "regions": manifest.regions,
+                       "format_version": manifest.format_version}, sort_keys=True)
 
 
 def read_through(path: Path, chunk: int = 8 << 20) -> int:

@@ -83,16 +83,25 @@ class KeypointVoteSource(CandidateSource):
         with self._lock:
             if self._stale:
                 text = self._store.metadata.get_state(vw.CODEBOOK_STATE)
-                self._codebook = None if text is None else vw.codebook_from_text(text)
+                try:
+                    self._codebook = None if text is None else vw.codebook_from_text(text)
+                except ValueError as exc:
+                    raise self._store.corrupt(f"the keypoint codebook is unreadable ({exc})") from None
                 ref_ids, words = [], []
                 if self._codebook is not None:
                     for batch in self._store.metadata.iter_blobs(vw.WORDS_BLOB):
                         for ref_id, blob in batch:
                             ref_ids.append(ref_id)
-                            words.append(vw.words_from_bytes(blob))
+                            words.append(self._words(ref_id, blob))
                 self._index = _InvertedFile(ref_ids, words) if ref_ids else None
                 self._removed, self._stale = set(), False
             return self._index
+
+    def _words(self, ref_id: int, blob: bytes) -> np.ndarray:
+        try:
+            return vw.words_from_bytes(blob)
+        except ValueError as exc:
+            raise self._store.corrupt(f"the visual words of reference {ref_id} are unreadable ({exc})") from None
 
     def search(self, batch: QueryBatch) -> list[list[Hit]]:
         index = self._built()

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from ..index.store import PDQ_BLOB, IndexStore
+from ..index.store import PDQ_BLOB, PDQ_BLOB_SIZE, IndexStore
 from ..index.vectors import reference_ids, region_numbers
 
 
@@ -178,6 +178,9 @@ class PdqSource(CandidateSource):
 
                 index = PdqIndex()
                 for batch in self._store.metadata.iter_blobs(PDQ_BLOB):
+                    for ref_id, blob in batch:
+                        if len(blob) != PDQ_BLOB_SIZE:
+                            raise self._store.corrupt(f"the PDQ hash of reference {ref_id} has {len(blob)} bytes, not {PDQ_BLOB_SIZE}")
                     rows = [(ref_id, blob) for ref_id, blob in batch if blob[32] >= MIN_QUALITY]
                     if rows:
                         index.add([ref_id for ref_id, _ in rows], [blob[:32] for _, blob in rows])
