@@ -266,6 +266,22 @@ def _register_optional_commands() -> None:
 _register_optional_commands()
 
 
+EXIT_OUT_OF_MEMORY = 6
+
+
 def main() -> None:
     """Console-script entry point."""
-    app()
+    try:
+        app()
+    except MemoryError:
+        _out_of_memory("")
+    except RuntimeError as exc:  # torch reports a failed allocation as a RuntimeError
+        if "allocate memory" not in str(exc) and "Thread creation failed" not in str(exc):
+            raise
+        _out_of_memory(f" ({' '.join(str(exc).split())[:160]})")
+
+
+def _out_of_memory(detail: str) -> None:
+    typer.echo(f"error: out of memory{detail}. A query process needs about 1.2 GiB resident and, with the "
+               "pinned PyTorch build, an address-space limit (ulimit -v) of at least 5 GiB", err=True)
+    sys.exit(EXIT_OUT_OF_MEMORY)
