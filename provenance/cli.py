@@ -58,6 +58,8 @@ def reindex(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     max_file_mb: float = _MAX_FILE_MB,
     max_megapixels: float = _MAX_MEGAPIXELS,
+    checkpoint_every: int = typer.Option(512, "--checkpoint-every", min=1,
+                                         help="Commit after this many new references (a killed run resumes from there)."),
 ) -> None:
     """Index every image of SOURCE; already-indexed images are skipped, changed ones re-embedded."""
     from .engine import Engine
@@ -83,7 +85,7 @@ def reindex(
 
         with engine:
             summary = engine.reindex(source, progress=progress, workers=workers, on_error=report_error,
-                                     file_timeout=file_timeout)
+                                     file_timeout=file_timeout, checkpoint_every=checkpoint_every)
         if bar is not None:
             bar.close()
     except ProvenanceError as exc:

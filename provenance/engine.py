@@ -17,7 +17,7 @@ from .index.metadata import Reference
 from .index.manifest import MANIFEST_NAME
 from .index.store import PDQ_BLOB, IndexStore, read_through
 from .index.vectors import MAX_REGIONS, REGION_BITS
-from .indexing import EMBED_BATCH, ReindexRun, add_visual_words, index_prepared
+from .indexing import CHECKPOINT_EVERY, EMBED_BATCH, ReindexRun, add_visual_words, index_prepared
 from .ingest import DEFAULT_FILE_TIMEOUT, Preparer, ProgressCallback, model_threads_beside, pool_workers, prepare_all
 from .results import IndexInfo, QueryResult, ReindexSummary
 from .regions import DEFAULT_REGIONS, WHOLE, RegionSpec, SubjectSquare, spec_from_json, spec_to_json
@@ -211,14 +211,15 @@ class Engine:
     def reindex(self, source: str | os.PathLike, *, progress: ProgressCallback | None = None,
                 workers: int | None = None, batch_size: int = EMBED_BATCH,
                 on_error: Callable[[str], None] | None = None,
-                file_timeout: float | None = DEFAULT_FILE_TIMEOUT) -> ReindexSummary:
+                file_timeout: float | None = DEFAULT_FILE_TIMEOUT,
+                checkpoint_every: int = CHECKPOINT_EVERY) -> ReindexSummary:
         """Index every image of a folder or manifest; already-indexed content is skipped.
 
         A file whose path is indexed with different content is re-embedded and replaces
         the old entry. Bad images are reported to ``on_error``, recorded in the summary and
         in ``errors.jsonl`` in the index directory; they never stop the run. Progress is committed
         every :data:`~provenance.indexing.CHECKPOINT_EVERY` references, so an interrupted run
-        resumes where it stopped.
+        resumes where it stopped (``checkpoint_every`` sets how often).
         A file that gives nothing within ``file_timeout`` seconds (a stuck mount or pipe, a
         hung decoder, a crashed worker) fails like a bad image.
         Large sources are decoded in spawned worker processes (``workers``; 0 decodes in
@@ -230,7 +231,7 @@ class Engine:
         self._store.check_writable()
         records = scan_source(source)
         with self._write_lock:
-            run = ReindexRun(self._store, self.embedder, progress, on_error)
+            run = ReindexRun(self._store, self.embedder, progress, on_error, checkpoint_every)
             stream = prepare_all(records, self._preparer(frozenset(run.known)), workers, file_timeout)
             with model_threads_beside(pool_workers(records, workers)):
                 run.consume(stream, len(records), batch_size)

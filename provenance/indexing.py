@@ -94,12 +94,13 @@ class ReindexRun:
 
     Skips content already indexed, replaces a path's old entry when its content changed,
     records failures (``errors.jsonl`` and ``on_error``) and commits every
-    :data:`CHECKPOINT_EVERY` references.
+    ``checkpoint_every`` references (:data:`CHECKPOINT_EVERY` unless told).
     """
 
     def __init__(self, store: IndexStore, embedder: Embedder, progress: ProgressCallback | None = None,
-                 on_error: Callable[[str], None] | None = None):
+                 on_error: Callable[[str], None] | None = None, checkpoint_every: int = CHECKPOINT_EVERY):
         self._store = store
+        self._checkpoint_every = max(1, checkpoint_every)
         self._embedder = embedder
         self._progress = progress
         self._on_error = on_error
@@ -118,7 +119,7 @@ class ReindexRun:
             self.counts["added"] += len(to_index)
             since_checkpoint += len(to_index)
             done += len(chunk)
-            if since_checkpoint >= CHECKPOINT_EVERY:
+            if since_checkpoint >= self._checkpoint_every:
                 self._store.save()
                 since_checkpoint = 0
             if self._progress is not None:

@@ -48,6 +48,20 @@ def test_reindex_file_timeout_default_is_the_library_default():
     assert inspect.signature(reindex).parameters["file_timeout"].default.default == DEFAULT_FILE_TIMEOUT
 
 
+def test_cli_defaults_spell_out_the_library_defaults():
+    import inspect
+
+    from provenance.cli import _limits, query, reindex
+    from provenance.imagelimits import DEFAULT_LIMITS
+    from provenance.indexing import CHECKPOINT_EVERY
+
+    for command in (reindex, query):
+        parameters = inspect.signature(command).parameters
+        limits = _limits(parameters["max_file_mb"].default.default, parameters["max_megapixels"].default.default)
+        assert limits == DEFAULT_LIMITS
+    assert inspect.signature(reindex).parameters["checkpoint_every"].default.default == CHECKPOINT_EVERY
+
+
 def test_query_json_one_object_per_line(built_index, tmp_path, photos):
     copy = tmp_path / "copy.jpg"
     photos[2].crop((10, 10, 300, 220)).save(copy, quality=70)

@@ -272,6 +272,8 @@ class IndexStore:
         for path in self.directory.glob("rerank-*"):
             if path.suffix in RERANK_SUFFIXES and path.stem != rerank_stem:
                 path.unlink(missing_ok=True)
+        for path in self.directory.glob(f".{MANIFEST_NAME}.tmp-*"):  # a writer killed mid-write left it
+            path.unlink(missing_ok=True)
 
     def write_manifest_now(self) -> None:
         write_manifest(self.directory, self.manifest)
