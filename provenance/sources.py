@@ -34,6 +34,8 @@ def scan_source(source: str | os.PathLike) -> list[SourceRecord]:
         return scan_folder(source_path)
     if not source_path.exists():
         raise ManifestError(f"{source}: no such file or folder")
+    if not source_path.is_file():  # a FIFO or a device would block or never end
+        raise ManifestError(f"{source}: a manifest must be a regular file")
     suffix = source_path.suffix.lower()
     if suffix == ".csv":
         rows = _read_csv(source_path)

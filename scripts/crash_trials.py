@@ -223,6 +223,7 @@ def main() -> None:
 
 def run_trials(args) -> dict:
     rng = random.Random(args.seed)
+    args.out = args.out.resolve()  # the manifests name images by absolute path
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
     first, both, rows = write_references(args.out, args.images)
@@ -231,6 +232,8 @@ def run_trials(args) -> dict:
                    check=True, stdout=subprocess.DEVNULL)
     checker = Checker(rows)
     start = {row["path"] for row in rows[: args.images]}
+    if checker.check(template, [start], rng, None)["problems"]:
+        raise SystemExit(f"the starting index at {template} is not as built; nothing to try")
     full = {row["path"] for row in rows}
     removed = {row["path"] for row in rows[: args.images] if row["subject"] == REMOVED_SUBJECT}
     durations = {operation: _duration(operation, template, both, args.out) for operation in OPERATIONS}

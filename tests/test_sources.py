@@ -67,3 +67,16 @@ def test_csv_round_trip(tmp_path_factory, rows):
     records = scan_source(folder / "m.csv")
     assert [r.path for r in records] == [path for path, _ in rows]
     assert [r.subject for r in records] == [subject.strip() or None for _, subject in rows]
+
+
+def test_a_manifest_that_is_a_device_or_fifo_is_refused_unread(tmp_path):
+    import os
+
+    from provenance.errors import ManifestError
+    from provenance.sources import scan_source
+
+    (tmp_path / "zero.csv").symlink_to("/dev/zero")
+    os.mkfifo(tmp_path / "fifo.jsonl")
+    for name in ("zero.csv", "fifo.jsonl"):
+        with pytest.raises(ManifestError, match="regular file"):
+            scan_source(tmp_path / name)
