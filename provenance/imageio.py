@@ -107,15 +107,15 @@ def load_image(
         return LoadedImage(_to_upright_rgb(source, name, None, None), None, size)
     data = read_source_bytes(source, limits.max_bytes)
     digest = hashlib.sha256(data).hexdigest()
-    deadline = limits.deadline()
-    image = _open_checked(data, name, limits, deadline)
+    reader = DeadlineReader(data, name, limits.deadline())
+    image = _open_checked(reader, data, name, limits)
     size = _oriented_size(image)
     if target_size and image.format == "JPEG":
         image.draft("RGB", _draft_request(image.size, target_size))
-    return LoadedImage(_to_upright_rgb(image, name, target_size, image.fp), digest, size)
+    return LoadedImage(_to_upright_rgb(image, name, target_size, reader), digest, size)
 
 
-def _open_checked(data: bytes, name: str, limits: ImageLimits, deadline: float | None) -> Image.Image:
+def _open_checked(reader: DeadlineReader, data: bytes, name: str, limits: ImageLimits) -> Image.Image:
     if not data:
         raise ImageLoadError(name, "file is empty")
     check_encoded(data, name, limits)
@@ -125,7 +125,7 @@ def _open_checked(data: bytes, name: str, limits: ImageLimits, deadline: float |
         with warnings.catch_warnings():
             # the pixel budget below is the one that counts; Pillow's own is only a warning
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(DeadlineReader(data, name, deadline))
+            image = Image.open(reader)
     except ImageLoadError:
         raise
     except UnidentifiedImageError:
@@ -181,7 +181,8 @@ def _oriented_size(image: Image.Image) -> tuple[int, int]:
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
-def _to_upright_rgb(image: Image.Image, name: str, target_size: int | None, reader) -> Image.Image:
+def _to_upright_rgb(image: Image.Image, name: str, target_size: int | None,
+                     reader: DeadlineReader | None) -> Image.Image:
     try:
         if getattr(image, "is_animated", False):
             image.seek(0)
@@ -209,9 +210,11 @@ def _reduced(image: Image.Image, target_size: int | None) -> Image.Image:
     factor = min(width, height) // target_size
     if factor < 2:
         return image
-    if image.mode not in ("L", "LA", "RGB", "RGBA", "I", "F", "I;16", "CMYK"):
-        image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
     exif = image.getexif()
+    if image.mode.startswith("I;16"):
+        image = _deep_grey_to_l(image)
+    elif image.mode in ("P", "1"):  # Pillow cannot reduce these modes
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     reduced = image.reduce(factor)
     if exif:
         reduced.info["exif"] = exif.tobytes()  # orientation still applies to the reduced pixels
@@ -226,15 +229,7 @@ def _flatten_to_rgb(image: Image.Image) -> Image.Image:
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
         mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        # 16/32-bit greyscale: scale to 8 bits instead of clipping at 255
-        import numpy as np
-
-        array = np.asarray(image, dtype=np.float32)  # float32, in place: a huge scan stays affordable
-        peak = 65535.0 if mode.startswith("I;16") or array.max() > 255 else 255.0
-        array *= 255.0 / peak
-        array += 0.5
-        np.clip(array, 0, 255, out=array)
-        return Image.fromarray(array.astype("uint8"), "L").convert("RGB")
+        return _deep_grey_to_l(image).convert("RGB")
     if mode == "F":
         import numpy as np
 
@@ -248,3 +243,15 @@ def _flatten_to_rgb(image: Image.Image) -> Image.Image:
         background.alpha_composite(rgba)
         return background.convert("RGB")
     return image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+
+
+def _deep_grey_to_l(image: Image.Image) -> Image.Image:
+    """16/32-bit greyscale scaled to 8 bits (not clipped at 255), in place in float32."""
+    import numpy as np
+
+    array = np.asarray(image, dtype=np.float32)
+    peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+    array *= 255.0 / peak
+    array += 0.5
+    np.clip(array, 0, 255, out=array)
+    return Image.fromarray(array.astype("uint8"), "L")

@@ -32,7 +32,8 @@ from pathlib import Path
 class Run:
     returncode: int | None  # None: killed at the timeout
     seconds: float
-    peak_rss_mb: float
+    peak_rss_mb: float  # the largest single process (wait4)
+    peak_tree_rss_mb: float  # the process and its workers together (sampled every 50 ms)
     stdout: str
     stderr: str
 
@@ -56,10 +57,12 @@ def run_measured(command: list[str], timeout: float, cwd: Path, address_space: i
         started = time.monotonic()
         process = subprocess.Popen(command, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=cwd, preexec_fn=limit)
         status = usage = None
+        tree_peak = 0
         while time.monotonic() - started < timeout:
             pid, status, usage = os.wait4(process.pid, os.WNOHANG)
             if pid:
                 break
+            tree_peak = max(tree_peak, group_rss_kb(process.pid))
             time.sleep(0.05)
         else:
             os.killpg(process.pid, signal.SIGKILL)
@@ -70,8 +73,26 @@ def run_measured(command: list[str], timeout: float, cwd: Path, address_space: i
         out.seek(0)
         err.seek(0)
         code = None if status is None else os.waitstatus_to_exitcode(status)
-        return Run(code, seconds, usage.ru_maxrss / 1024, out.read().decode("utf-8", "replace"),
+        return Run(code, seconds, usage.ru_maxrss / 1024, max(tree_peak, usage.ru_maxrss) / 1024, out.read().decode("utf-8", "replace"),
                    err.read().decode("utf-8", "replace"))
+
+
+def group_rss_kb(group: int) -> int:
+    """Resident kB of every process in process group ``group`` now."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+            if int(fields[2]) != group:  # pgrp is the 5th field; 3rd after the command name
+                continue
+            with open(f"/proc/{entry.name}/status", encoding="ascii", errors="replace") as handle:
+                total += next((int(line.split()[1]) for line in handle if line.startswith("VmRSS:")), 0)
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
 
 
 def load_expected(corpus: Path, files: Path) -> dict[str, tuple[str, str]]:
@@ -162,7 +183,8 @@ def summarise(reindex: Run, outcomes: dict, runs: list[Run], expected: dict, wat
     return {
         "files": len(outcomes),
         "reindex": {"exit_code": reindex.returncode, "seconds": round(reindex.seconds, 1),
-                    "peak_rss_mb": round(reindex.peak_rss_mb, 1), "traceback": reindex.traceback,
+                    "peak_rss_mb": round(reindex.peak_rss_mb, 1), "peak_tree_rss_mb": round(reindex.peak_tree_rss_mb, 1),
+                    "traceback": reindex.traceback,
                     "summary": last_line, "refusal_lines": reindex.stderr.count("skipped bad image: ")},
         "queries": {
             "crashes": count(lambda n, r: r["status"] == "crash"),
@@ -173,6 +195,7 @@ def summarise(reindex: Run, outcomes: dict, runs: list[Run], expected: dict, wat
             "valid_refused": count(lambda n, r: expected[n][1] == "answer" and r["status"] != "answered"),
             "invalid_accepted": count(lambda n, r: expected[n][1] == "refuse" and r["status"] == "answered"),
             "peak_rss_mb": round(max(run.peak_rss_mb for run in runs), 1),
+            "peak_tree_rss_mb": round(max(run.peak_tree_rss_mb for run in runs), 1),
             "slowest_file_seconds": max(row["seconds"] for row in outcomes.values()),
             "processes": len(runs),
         },

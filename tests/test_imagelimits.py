@@ -169,3 +169,20 @@ def test_odd_file_names_are_read_as_names(tmp_path):
         (tmp_path / name).write_bytes(data)
         assert load_image(tmp_path / name).image.size == (320, 240)
     assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("mode", ["I;16", "P", "1", "CMYK", "LA"])
+def test_every_mode_of_a_huge_image_is_reduced_and_converted(mode):
+    from provenance.imageio import REDUCE_ABOVE_PIXELS
+
+    side = int(REDUCE_ABOVE_PIXELS**0.5) + 200
+    if mode == "I;16":
+        image = Image.fromarray(np.full((side, side), 40000, dtype=np.uint16))
+        data = _encoded(image, "PNG", compress_level=1)
+    else:
+        image = Image.new("RGB", (side, side), (200, 40, 40)).convert(mode)
+        data = _encoded(image, "TIFF" if mode == "CMYK" else "PNG", **({} if mode == "CMYK" else {"compress_level": 1}))
+    loaded = load_image(data, target_size=512)
+    assert 512 <= loaded.image.size[0] < side and loaded.image.mode == "RGB"
+    if mode == "I;16":
+        assert abs(int(np.asarray(loaded.image)[3, 3, 0]) - round(40000 / 257)) <= 1

@@ -49,4 +49,4 @@ def test_the_hostile_corpus_gives_no_crash_hang_or_traceback(tmp_path, variants)
     assert queries["crashes"] == queries["hangs"] == queries["tracebacks"] == []
     assert queries["valid_refused"] == [] and queries["invalid_accepted"] == []
     assert summary["executed_names"] == []
-    assert summary["reindex"]["peak_rss_mb"] < 2048 and queries["peak_rss_mb"] < 2048
+    assert summary["reindex"]["peak_tree_rss_mb"] < 2048 and queries["peak_tree_rss_mb"] < 2048
