@@ -20,7 +20,7 @@ from typing import BinaryIO, Union
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageLoadError
-from .imagelimits import DEFAULT_LIMITS, DeadlineReader, ImageLimits, check_encoded
+from .imagelimits import DECODABLE_FORMATS, DEFAULT_LIMITS, DeadlineReader, ImageLimits, check_encoded
 from .imagelimits import read_file_bounded, read_stream_bounded
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, BinaryIO, Image.Image]
@@ -125,11 +125,12 @@ def _open_checked(reader: DeadlineReader, data: bytes, name: str, limits: ImageL
         with warnings.catch_warnings():
             # the pixel budget below is the one that counts; Pillow's own is only a warning
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(reader)
+            Image.init()  # registers every plugin (idempotent); OPEN lists the registered formats
+            image = Image.open(reader, formats=[name for name in DECODABLE_FORMATS if name in Image.OPEN])
     except ImageLoadError:
         raise
     except UnidentifiedImageError:
-        raise ImageLoadError(name, "not an image (unrecognised format)") from None
+        raise ImageLoadError(name, "not an image in a supported format") from None
     except Image.DecompressionBombError:
         raise ImageLoadError(name, "too many pixels (possible decompression bomb)") from None
     except Exception as exc:  # Pillow raises many types for broken headers

@@ -33,6 +33,14 @@ DEFAULT_MAX_FRAMES = 10_000
 #: Seconds a decode may take; a 100-megapixel PNG decodes in about 2 s on one core.
 DEFAULT_DECODE_SECONDS = 20.0
 
+#: Marker segments (JPEG) or blocks (GIF) walked before a file counts as crafted: real
+#: files have hundreds at most, and walking millions in Python would itself take seconds.
+MAX_SEGMENTS = 100_000
+#: The formats Pillow may open: photo formats only. EPS (which Pillow renders through
+#: Ghostscript) and the scientific and legacy formats are never parsed.
+DECODABLE_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "DIB", "TIFF", "PPM", "AVIF", "HEIF", "JPEG2000",
+                     "ICO", "TGA", "PSD", "QOI")
+
 _CHUNK = 1 << 20
 
 
@@ -143,27 +151,32 @@ def check_encoded(data: bytes, name: str, limits: ImageLimits) -> None:
     if data[:3] == b"\xff\xd8\xff":
         scans = count_jpeg_scans(data, limits.max_jpeg_scans)
         if scans > limits.max_jpeg_scans:
-            raise ImageLoadError(name, f"JPEG with more than {limits.max_jpeg_scans} scans (a decoding-time bomb)")
+            raise ImageLoadError(name, f"JPEG with more than {limits.max_jpeg_scans} scans or {MAX_SEGMENTS} segments "
+                                       "(a decoding-time bomb)")
     elif data[:8] == b"\x89PNG\r\n\x1a\n":
         _check_png_header(data, name, limits)
     elif data[:6] in (b"GIF87a", b"GIF89a"):
         frames = count_gif_frames(data, limits.max_frames)
         if frames > limits.max_frames:
-            raise ImageLoadError(name, f"GIF with more than {limits.max_frames} frames")
+            raise ImageLoadError(name, f"GIF with more than {limits.max_frames} frames or {MAX_SEGMENTS} blocks")
 
 
 _ENTROPY_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 
 
 def count_jpeg_scans(data: bytes, stop_after: int) -> int:
-    """Start-of-scan markers of the first JPEG in ``data`` (counting stops past ``stop_after``).
+    """Start-of-scan markers of the first JPEG in ``data`` (counting stops past ``stop_after``;
+    a file of more than :data:`MAX_SEGMENTS` segments counts as past it).
 
     Walks the marker segments by their lengths, so bytes inside EXIF thumbnails or ICC
     profiles are never mistaken for markers; entropy-coded data ends at the first 0xFF
     that is neither stuffing nor a restart marker.
     """
-    position, scans, size = 2, 0, len(data)
+    position, scans, segments, size = 2, 0, 0, len(data)
     while position + 1 < size and scans <= stop_after:
+        segments += 1
+        if segments > MAX_SEGMENTS:
+            return stop_after + 1
         if data[position] != 0xFF:
             found = _ENTROPY_END.search(data, position)
             if found is None:
@@ -206,14 +219,18 @@ def _check_png_header(data: bytes, name: str, limits: ImageLimits) -> None:
 
 
 def count_gif_frames(data: bytes, stop_after: int) -> int:
-    """Image descriptors in a GIF, walking its blocks (counting stops past ``stop_after``)."""
+    """Image descriptors in a GIF, walking its blocks (counting stops past ``stop_after``;
+    a file of more than :data:`MAX_SEGMENTS` blocks counts as past it)."""
     size = len(data)
     if size < 13:
         return 0
     flags = data[10]
     position = 13 + (3 * 2 ** ((flags & 7) + 1) if flags & 0x80 else 0)
-    frames = 0
+    frames = blocks = 0
     while position < size and frames <= stop_after:
+        blocks += 1
+        if blocks > MAX_SEGMENTS:
+            return stop_after + 1
         introducer = data[position]
         if introducer == 0x3B:  # trailer
             break

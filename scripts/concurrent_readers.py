@@ -105,7 +105,9 @@ def run_writer(reader, name, arguments, index, stable, appearing, disappearing, 
     counts = {"writer": name, "answers": 0, "wrong": 0, "failed": 0, "generations_seen": set(), "examples": []}
     refused = None
     changing = sorted(appearing | disappearing)
-    while writer.poll() is None or counts["answers"] < 8:
+    batches_after = 0  # keep reading after the writer's last commit, to see the state it left
+    while batches_after < 2:
+        batches_after += writer.poll() is not None
         if refused is None:
             refused = second_writer_refused(index, reader.embedder)
         paths = rng.sample(stable, min(3, len(stable))) + rng.sample(changing, min(1, len(changing)))

@@ -227,7 +227,7 @@ def build(out: Path, seed: int, variants: int) -> list[tuple[str, str, str]]:
         put(f"exif_orientation_{orientation}.jpg", oriented(orientation), "EXIF orientation", "answer")
     for name in ("-", "--help.jpg", "$(touch pwned).jpg", "`touch pwned2`.jpg", "; rm -rf ~ ;.jpg",
                  "name with spaces.jpg", "ünïcödé-фото-照片.jpg", "new\nline.jpg", " leading space.jpg",
-                 "-rf.png", "*.jpg", "a" * 240 + ".jpg"):
+                 "-rf.png", "*.jpg", "a" * 240 + ".jpg", os.fsdecode(b"not-utf8-\xff\xfe.jpg")):
         put(name, encode(photo(40 + len(rows)), "JPEG"), "odd name", "answer")
     _special_files(out, rows)
     return rows
@@ -256,7 +256,7 @@ def main() -> None:
     files = args.out / "files"
     files.mkdir(parents=True, exist_ok=False)
     rows = build(files, args.seed, args.variants)
-    with open(args.out / "expected.csv", "w", newline="", encoding="utf-8") as handle:
+    with open(args.out / "expected.csv", "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
         writer = csv.writer(handle)
         writer.writerow(["name", "kind", "expect"])
         writer.writerows(rows)

@@ -98,7 +98,7 @@ def group_rss_kb(group: int) -> int:
 def load_expected(corpus: Path, files: Path) -> dict[str, tuple[str, str]]:
     table = corpus / "expected.csv"
     if table.is_file():
-        with open(table, newline="", encoding="utf-8") as handle:
+        with open(table, newline="", encoding="utf-8", errors="surrogateescape") as handle:
             return {row["name"]: (row["kind"], row["expect"]) for row in csv.DictReader(handle)}
     return {path.name: ("unknown", "unknown") for path in files.iterdir()}
 
@@ -163,8 +163,8 @@ def main() -> None:
     names = sorted(expected)
     outcomes, runs = query_outcomes(args.provenance, index, files, names, args, workdir)
     summary = summarise(reindex, outcomes, runs, expected, [workdir, files])
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
-    with open(args.out / "outcomes.csv", "w", newline="", encoding="utf-8") as handle:
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))  # json escapes odd names
+    with open(args.out / "outcomes.csv", "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
         writer = csv.writer(handle)
         writer.writerow(["name", "kind", "expect", "status", "verdict", "seconds", "batch_peak_rss_mb", "reason"])
         for name in names:

@@ -156,3 +156,22 @@ def test_reindex_regions_choose_the_vectors_per_reference(tmp_path, photo_folder
     assert {"subject_square": 0.8} in manifest["regions"] and manifest["vector_count"] == 6 * 5
     bad = runner.invoke(app, ["reindex", str(photo_folder), "-i", str(tmp_path / "x"), "--regions", "faces"])
     assert bad.exit_code == 2 and "--regions" in bad.output
+
+
+def test_a_file_name_that_is_not_utf8_is_indexed_and_reported(tmp_path, photos):
+    import os
+    import subprocess
+    import sys
+
+    folder = tmp_path / "refs"
+    folder.mkdir()
+    odd = os.path.join(os.fsencode(folder), b"\xff\xfe-photo.jpg")
+    photos[0].save(os.fsdecode(odd), quality=92)
+    (folder / os.fsdecode(b"bad\xff.jpg")).write_bytes(b"x")
+    command = [sys.executable, "-c", "import sys; from provenance.cli import main; sys.argv[0] = 'provenance'; main()"]
+    index = str(tmp_path / "index")
+    built = subprocess.run([*command, "reindex", str(folder), "-i", index, "-q", "--workers", "0"], capture_output=True)
+    assert built.returncode == 0 and b"added 1, skipped 0, replaced 0, failed 1" in built.stdout, built.stderr[-800:]
+    assert b"bad\\udcff.jpg: not an image" in built.stderr
+    answered = subprocess.run([*command, "query", os.fsdecode(odd), "-i", index], capture_output=True)
+    assert answered.returncode == 0 and b"\\xff\\xfe-photo.jpg" in answered.stdout and b"copy" in answered.stdout

@@ -186,3 +186,27 @@ def test_every_mode_of_a_huge_image_is_reduced_and_converted(mode):
     assert 512 <= loaded.image.size[0] < side and loaded.image.mode == "RGB"
     if mode == "I;16":
         assert abs(int(np.asarray(loaded.image)[3, 3, 0]) - round(40000 / 257)) <= 1
+
+
+def test_postscript_and_exotic_formats_are_never_parsed():
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n0 0 moveto 10 10 lineto stroke\n%%EOF\n"
+    fits = b"SIMPLE  =                    T" + b" " * 2850
+    for data in (eps, fits):
+        with pytest.raises(ImageLoadError, match="not an image in a supported format"):
+            load_image(data)
+
+
+def test_files_of_millions_of_tiny_segments_are_refused_quickly():
+    import time
+
+    from provenance.imagelimits import MAX_SEGMENTS
+
+    jpeg = _encoded(synthetic_photo(9, (32, 24)), "JPEG")
+    comments = b"\xff\xfe\x00\x02" * (MAX_SEGMENTS + 10)  # empty COM segments before the image
+    gif = _encoded(synthetic_photo(9, (32, 24)).convert("P"), "GIF")
+    blocks = b"\x21\xfe\x00" * (MAX_SEGMENTS + 10)  # empty comment extensions
+    started = time.perf_counter()
+    for data in (jpeg[:2] + comments + jpeg[2:], gif[:-1] + blocks + gif[-1:]):
+        with pytest.raises(ImageLoadError, match="segments|blocks"):
+            load_image(data)
+    assert time.perf_counter() - started < 5

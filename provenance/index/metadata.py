@@ -100,7 +100,7 @@ class MetadataStore:
         """Insert reference rows (pending until the next commit)."""
         rows = []
         for reference in references:
-            values = [getattr(reference, column) for column in _COLUMNS]
+            values = [_storable(getattr(reference, column)) for column in _COLUMNS]
             values[-1] = json.dumps(reference.extra, sort_keys=True, default=str)
             rows.append(values)
         if not rows:
@@ -202,3 +202,17 @@ class MetadataStore:
     def rollback(self) -> None:
         with self._lock:
             self._connection.rollback()
+
+
+def _storable(value: Any) -> Any:
+    """Text SQLite can store: a file name that is not UTF-8 keeps its bytes, escaped (``\\xff``)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        try:
+            return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:  # a lone surrogate that is not an escaped byte
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
