@@ -310,11 +310,11 @@ def _one_trial(number, operation, rng, out, template, both, duration, checker, s
         moment = "timed"
     states = {"reindex": [start], "remove": [start, start - removed], "compact": [start]}[operation]
     after_kill = checker.check(index, states, rng, order if operation == "reindex" else None)
-    rerun = subprocess.run(provenance_command(arguments), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    rerun = subprocess.run(provenance_command(arguments), capture_output=True, text=True)
     expected = {"reindex": full, "remove": start - removed, "compact": start}[operation]
     after_rerun = checker.check(index, [expected], rng, None)
-    if rerun.returncode != 0:
-        after_rerun["problems"].append(f"rerun exited {rerun.returncode}: {rerun.stderr.decode()[-200:]}")
+    if rerun.returncode != 0 or after_rerun["problems"]:
+        after_rerun["problems"].append(f"rerun exited {rerun.returncode}: {rerun.stdout[-200:]} {rerun.stderr[-600:]}")
     return {"trial": number, "operation": operation, "moment": moment, "at": label, "killed": killed,
             "after_kill": after_kill, "after_rerun": after_rerun}
 
