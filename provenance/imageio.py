@@ -185,7 +185,11 @@ def _oriented_size(image: Image.Image) -> tuple[int, int]:
 def _to_upright_rgb(image: Image.Image, name: str, target_size: int | None,
                      reader: DeadlineReader | None) -> Image.Image:
     try:
-        if getattr(image, "is_animated", False):
+        try:
+            animated = getattr(image, "is_animated", False)  # GIF looks at the second frame
+        except Exception:
+            animated = True  # a broken later frame: the first one is still the picture
+        if animated:
             image.seek(0)
         image.load()
         if reader is not None:
