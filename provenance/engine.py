@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal, Sequence, overload
 
 from .embedders import DEFAULT_EMBEDDER, Embedder, create_embedder
-from .errors import BadInputError, ImageLoadError
+from .errors import BadInputError, ImageLoadError, IndexStoreError
 from .imageio import ImageSource, describe_source
 from .imagelimits import DEFAULT_LIMITS, ImageLimits
 from .index.metadata import Reference
@@ -313,6 +313,10 @@ class Engine:
             self._follow_writers()
             options = self.query_options()  # after following a writer: its thresholds too
             return run_queries(self._store, self.embedder, list(self._sources.values()), images, top_k, options, errors)
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):  # transient: not damage
+                raise IndexStoreError(f"index at {self.directory} is busy ({exc}); try again") from None
+            raise self._store.corrupt(f"its metadata cannot be read ({exc})") from None
         except sqlite3.DatabaseError as exc:
             raise self._store.corrupt(f"its metadata cannot be read ({exc})") from None
 

@@ -15,7 +15,9 @@ rows past that count are ignored by readers and cut off by the next writer.
 One writer at a time: an index opened for writing holds an exclusive ``flock`` on
 ``write.lock`` until closed, and a second writer is refused at once with
 :class:`~provenance.errors.IndexLockedError` (readers take no lock; the kernel drops it
-when a killed writer's process ends). Indexes opened ``read_only`` refuse every change; exact ones are memory-mapped (FAISS
+when a killed writer's process ends).
+
+Indexes opened ``read_only`` refuse every change; exact ones are memory-mapped (FAISS
 ``IO_FLAG_MMAP_IFC``), so that query processes share the page cache and start at once.
 """
 
