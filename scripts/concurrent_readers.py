@@ -117,7 +117,7 @@ def run_writer(reader, name, arguments, index, stable, appearing, disappearing, 
             counts["failed"] += len(paths)
             counts["examples"].append(f"{type(exc).__name__}: {exc}"[:300])
             continue
-        counts["generations_seen"].add(reader._store.generation())
+        counts["generations_seen"].add(reader._loaded_generation)  # the state these answers came from
         for path, result in zip(paths, results):
             counts["answers"] += 1
             if not answer_is_consistent(path, result, path in stable):
