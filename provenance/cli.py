@@ -283,7 +283,7 @@ def main() -> None:
     except MemoryError:
         _out_of_memory("")
     except RuntimeError as exc:  # torch reports a failed allocation as a RuntimeError
-        if "allocate memory" not in str(exc) and "Thread creation failed" not in str(exc):
+        if "allocate memory" not in str(exc):
             raise
         _out_of_memory(f" ({' '.join(str(exc).split())[:160]})")
 

@@ -9,7 +9,6 @@ HEIC/HEIF photos are read through pillow-heif, AVIF through Pillow's own plugin.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 import warnings
@@ -90,17 +89,13 @@ def load_image(
     *,
     limits: ImageLimits = DEFAULT_LIMITS,
     target_size: int | None = None,
-    max_pixels: int | None = None,
 ) -> LoadedImage:
     """Load ``source`` as an upright RGB image within ``limits``.
 
     ``target_size`` lets decoding stop at a reduced scale (never below ``target_size`` on
     the short side): JPEG's ``draft()`` while decoding, a plain reduction right after it
-    for other formats past :data:`REDUCE_ABOVE_PIXELS`. ``max_pixels`` overrides the
-    limits' pixel budget.
+    for other formats past :data:`REDUCE_ABOVE_PIXELS`.
     """
-    if max_pixels is not None:
-        limits = dataclasses.replace(limits, max_pixels=max_pixels)
     name = describe_source(source)
     if isinstance(source, Image.Image):
         size = _oriented_size(source)
@@ -142,7 +137,8 @@ def _open_checked(reader: DeadlineReader, data: bytes, name: str, limits: ImageL
         )
     if width == 0 or height == 0:
         raise ImageLoadError(name, "image has no pixels")
-    frames = getattr(image, "n_frames", 1) if image.format in ("PNG", "WEBP", "AVIF", "HEIF") else 1
+    # (GIF and APNG frames were counted in the encoded bytes; these formats declare theirs)
+    frames = getattr(image, "n_frames", 1) if image.format in ("WEBP", "AVIF", "HEIF") else 1
     if frames > limits.max_frames:
         raise ImageLoadError(name, f"{frames} frames exceed the limit of {limits.max_frames}")
     return image

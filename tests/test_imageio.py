@@ -7,6 +7,7 @@ from PIL import Image
 
 from provenance.errors import ImageLoadError
 from provenance.imageio import describe_source, is_image_path, load_image
+from provenance.imagelimits import ImageLimits
 
 from .conftest import synthetic_photo
 
@@ -108,7 +109,7 @@ def test_first_frame_of_animation():
 def test_refuses_bombs_and_non_images(tmp_path):
     big = _encode(Image.new("RGB", (300, 300)), "PNG")
     with pytest.raises(ImageLoadError, match="pixels"):
-        load_image(big, max_pixels=10_000)
+        load_image(big, limits=ImageLimits(max_pixels=10_000))
     text = tmp_path / "notes.jpg"
     text.write_text("hello")
     with pytest.raises(ImageLoadError) as caught:

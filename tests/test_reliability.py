@@ -5,8 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
@@ -35,10 +33,9 @@ def test_readers_stay_correct_while_writers_run_and_a_second_writer_is_refused(t
     assert any(writer["second_writer_refused"] is True for writer in report["writers"])
 
 
-@pytest.mark.parametrize("variants", [2])
-def test_the_hostile_corpus_gives_no_crash_hang_or_traceback(tmp_path, variants):
+def test_the_hostile_corpus_gives_no_crash_hang_or_traceback(tmp_path):
     corpus = tmp_path / "hostile"
-    made = _run("hostile_corpus.py", str(corpus), "--variants", str(variants), timeout=300)
+    made = _run("hostile_corpus.py", str(corpus), "--variants", "2", timeout=300)
     assert made.returncode == 0, made.stderr
     ran = _run("hostile_run.py", str(corpus), "--out", str(tmp_path / "run"), "--batch", "40",
                "--provenance", str(Path(sys.executable).parent / "provenance"), timeout=1200)
