@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from .errors import BadInputError
+from .errors import BadInputError, ImageLoadError
+from .search.batch import query_stream
 from .sources import scan_source
 
 if TYPE_CHECKING:
@@ -59,19 +60,16 @@ def calibrate(engine: "Engine", negatives: str | os.PathLike, target_fpr: float 
     if not records:
         raise BadInputError(f"{negatives}: no negatives to calibrate on")
     similarities, copy_scores, kinds, failed = [], [], [], 0
-    for start in range(0, len(records), batch_size):
-        chunk = records[start : start + batch_size]
-        for record in chunk:
-            try:
-                result = engine.query(record.file, top_k=5)
-            except BadInputError:
-                failed += 1
-                continue
+    answers = query_stream(engine, records, top_k=5, batch_size=batch_size, image_of=lambda record: record.file)
+    for done, (record, result) in enumerate(answers, 1):
+        if isinstance(result, ImageLoadError):
+            failed += 1
+        else:
             similarities.append(max((m.similarity for m in result.matches), default=-1.0))
             copy_scores.append(max((m.score for m in result.matches if m.verdict == "copy"), default=0.0))
             kinds.append(str(record.extra.get("kind") or record.collection or "negative"))
-        if progress is not None:
-            progress(min(start + batch_size, len(records)), len(records))
+        if progress is not None and (done % batch_size == 0 or done == len(records)):
+            progress(done, len(records))
     if not similarities:
         raise BadInputError(f"{negatives}: none of the negatives could be read")
     thresholds = {

@@ -17,8 +17,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 
 DEFAULT_INDEX = Path("indexes/default")
 EXIT_OK, EXIT_BAD_INPUT, EXIT_INDEX = 0, 3, 4
-#: Query images embedded together by `provenance query` (one forward pass per batch).
-QUERY_BATCH = 16
 
 
 def _fail(exc: ProvenanceError) -> typer.Exit:
@@ -102,11 +100,13 @@ def query(
     index: Path = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index directory."),
     top_k: int = typer.Option(5, "--top-k", "-k", min=1, help="Matches to report per query."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per query per line."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Also write a self-contained HTML evidence page here."),
     max_file_mb: float = _MAX_FILE_MB,
     max_megapixels: float = _MAX_MEGAPIXELS,
 ) -> None:
     """Which references each IMAGE may have been copied from, best first."""
     from .engine import Engine
+    from .search.batch import query_stream
 
     try:
         engine = Engine.open(index, read_only=True)
@@ -114,14 +114,10 @@ def query(
         raise _fail(exc)
     engine.image_limits = _limits(max_file_mb, max_megapixels)
     exit_code = EXIT_OK
+    answered = []
     with engine:
-        for start in range(0, len(images), QUERY_BATCH):
-            chunk = [str(image) for image in images[start : start + QUERY_BATCH]]
-            try:
-                outcomes = engine.query_batch(chunk, top_k=top_k, errors="return")
-            except ProvenanceError as exc:
-                raise _fail(exc)
-            for name, outcome in zip(chunk, outcomes):
+        try:
+            for name, outcome in query_stream(engine, [str(image) for image in images], top_k=top_k):
                 if isinstance(outcome, ImageLoadError):
                     exit_code = EXIT_BAD_INPUT
                     if as_json:
@@ -129,7 +125,15 @@ def query(
                     else:
                         typer.echo(f"error: {outcome}", err=True)
                     continue
+                answered.append(outcome)
                 typer.echo(json.dumps(outcome.to_dict()) if as_json else _format_result(outcome))
+            if report is not None:
+                from .report import write_evidence_page
+
+                write_evidence_page(report, answered, engine, limits=engine.image_limits)
+                typer.echo(f"evidence page: {report}", err=True)
+        except ProvenanceError as exc:
+            raise _fail(exc)
     raise typer.Exit(exit_code)
 
 
@@ -140,6 +144,100 @@ def _format_result(result) -> str:
         subject = (match.subject or "-")[:24]
         lines.append(f"  {rank:>2}  {match.score:6.3f}  {match.verdict:<9} {subject:<24} {match.path}")
     return "\n".join(lines)
+
+
+@app.command()
+def report(
+    results: Path = typer.Argument(..., help="Saved `provenance query --json` output (JSON lines)."),
+    out: Path = typer.Option(..., "--out", "-o", help="HTML file to write."),
+    index: Path = typer.Option(DEFAULT_INDEX, "--index", "-i", help="The index the queries ran on (reference pictures, dates)."),
+) -> None:
+    """Write the evidence page for saved query results (suspects are read from the paths they name)."""
+    from .engine import Engine
+    from .report import write_evidence_page
+    from .results import QueryResult
+
+    try:
+        answers = [QueryResult.from_dict(row) for row in _read_json_lines(results) if "error" not in row]
+        with Engine.open(index, read_only=True) as engine:
+            write_evidence_page(out, answers, engine, limits=engine.image_limits)
+    except ProvenanceError as exc:
+        raise _fail(exc)
+    typer.echo(f"evidence page for {len(answers)} suspect(s): {out}")
+
+
+def _read_json_lines(path: Path) -> list[dict]:
+    from .errors import BadInputError
+
+    rows = []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise BadInputError(f"{path}:{number}: not JSON ({exc.msg})") from None
+                if not isinstance(row, dict) or "query" not in row or ("verdict" not in row and "error" not in row):
+                    raise BadInputError(f"{path}:{number}: not a `provenance query --json` line")
+                rows.append(row)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"{path}: cannot read ({exc})") from None
+    return rows
+
+
+@app.command()
+def scan(
+    suspects: Path = typer.Argument(..., help="Folder of suspect images, or a CSV/JSONL with 'path' and optional "
+                                    "'account', 'profile_url', 'seen_at' (other columns are kept)."),
+    index: Path = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index directory."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for results.jsonl, groups.json and summary.html."),
+    allowlist: Optional[Path] = typer.Option(None, "--allowlist", help="CSV (subject, account) of victims' own accounts: "
+                                             "their copies are 'owner', never 'copy'."),
+    top_k: int = typer.Option(5, "--top-k", "-k", min=1, help="Matches kept per suspect."),
+    no_links: bool = typer.Option(False, "--no-links", help="Do not look for suspects that copy each other."),
+    restart: bool = typer.Option(False, "--restart", help="Discard an earlier scan in --out instead of resuming it."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    max_file_mb: float = _MAX_FILE_MB,
+    max_megapixels: float = _MAX_MEGAPIXELS,
+) -> None:
+    """Triage many suspects: which accounts use whose photos; resumes a killed scan."""
+    from .engine import Engine
+    from .scan import run_scan
+
+    bars: dict = {}  # the stage shown now -> its bar (one at a time)
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if quiet:
+            return
+        if stage not in bars:
+            for finished in bars.values():
+                finished.close()
+            bars.clear()
+            bars[stage] = _progress_bar(total, stage)
+        bar = bars[stage]
+        bar.total = total
+        bar.update(done - bar.n)
+
+    def report_error(message: str) -> None:
+        writer = next(iter(bars.values())).write if bars else typer.echo
+        writer(f"skipped bad image: {message}", file=sys.stderr)
+
+    try:
+        with Engine.open(index, read_only=True) as engine:
+            engine.image_limits = _limits(max_file_mb, max_megapixels)
+            summary = run_scan(engine, suspects, out, allowlist=allowlist, top_k=top_k, link=not no_links,
+                               restart=restart, progress=progress, on_error=report_error)
+    except ProvenanceError as exc:
+        raise _fail(exc)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    counts = ", ".join(f"{verdict} {count}" for verdict, count in sorted(summary.verdicts.items()))
+    typer.echo(f"{summary.suspects} suspects ({summary.resumed} from an earlier run): {counts}; "
+               f"{summary.unknown_groups} unknown-victim group(s) in {summary.seconds:.1f} s")
+    typer.echo(f"results: {summary.results}\nsummary: {summary.summary_page}")
 
 
 @app.command()

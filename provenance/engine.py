@@ -15,7 +15,7 @@ from .imageio import ImageSource, describe_source
 from .imagelimits import DEFAULT_LIMITS, ImageLimits
 from .index.metadata import Reference
 from .index.manifest import MANIFEST_NAME
-from .index.store import PDQ_BLOB, IndexStore, read_through
+from .index.store import PDQ_BLOB, THUMB_BLOB, IndexStore, read_through
 from .index.vectors import MAX_REGIONS, REGION_BITS
 from .indexing import CHECKPOINT_EVERY, EMBED_BATCH, ReindexRun, add_visual_words, index_prepared
 from .ingest import DEFAULT_FILE_TIMEOUT, Preparer, ProgressCallback, model_threads_beside, pool_workers, prepare_all
@@ -83,8 +83,13 @@ class Engine:
         self._sources[source.name] = source
         self._store.listeners.append(source)
 
-    def query_options(self) -> QueryOptions:
-        """A frozen snapshot of this engine's query settings (every query call takes one)."""
+    def query_options(self, **overrides: Any) -> QueryOptions:
+        """A frozen snapshot of this engine's query settings (every query call takes one).
+
+        ``overrides`` replace fields of the snapshot (``verify=False``, ``limits=...``): a
+        service passes the result to :meth:`query_batch` per request instead of changing
+        the engine's attributes, which every thread shares.
+        """
         scales = tuple(spec.scale for spec in self.regions if isinstance(spec, SubjectSquare)) if self.query_faces else ()
         sources = {"vectors"} | ({"pdq"} if self.use_pdq else set()) | ({"keypoints"} if self.use_keypoint_votes else set())
         return QueryOptions(
@@ -92,7 +97,7 @@ class Engine:
             face_scales=scales, discs=self.query_discs, circles=self.query_circles, regions=self.use_regions,
             sources=frozenset(sources), verify=self.verify, verify_more=self.verify_more,
             similar_threshold=self.similar_threshold, copy_threshold=self.copy_threshold, limits=self.image_limits,
-        )
+        ).replace(**overrides)
 
     # -- opening -----------------------------------------------------------------------
     @classmethod
@@ -284,26 +289,28 @@ class Engine:
             self._store.reload_vectors()
             self._loaded_generation = self._store.generation()
 
-    def query(self, image: ImageSource, top_k: int = 5) -> QueryResult:
+    def query(self, image: ImageSource, top_k: int = 5, *, options: QueryOptions | None = None) -> QueryResult:
         """Which references ``image`` may have been copied from, best first."""
-        return self.query_batch([image], top_k=top_k)[0]
+        return self.query_batch([image], top_k=top_k, options=options)[0]
 
     @overload
     def query_batch(self, images: Sequence[ImageSource], top_k: int = 5, *,
-                    errors: Literal["raise"] = "raise") -> list[QueryResult]: ...
+                    errors: Literal["raise"] = "raise", options: QueryOptions | None = None) -> list[QueryResult]: ...
 
     @overload
     def query_batch(self, images: Sequence[ImageSource], top_k: int = 5, *,
-                    errors: Literal["return"]) -> list[QueryResult | ImageLoadError]: ...
+                    errors: Literal["return"], options: QueryOptions | None = None) -> list[QueryResult | ImageLoadError]: ...
 
     def query_batch(self, images: Sequence[ImageSource], top_k: int = 5, *,
-                    errors: str = "raise") -> list[Any]:
+                    errors: str = "raise", options: QueryOptions | None = None) -> list[Any]:
         """Like :meth:`query` for many images, embedding all their views in one batch.
 
         With ``errors="raise"`` a bad image raises :class:`~provenance.errors.ImageLoadError`
         and nothing is answered. With ``errors="return"`` its place in the returned list
         holds that exception instead of a result, and the other images are answered in the
-        same batch (bulk jobs: one corrupt upload costs nothing else).
+        same batch (bulk jobs: one corrupt upload costs nothing else). ``options`` (from
+        :meth:`query_options`) replace this engine's settings for this call alone; their
+        thresholds are used as given.
         """
         if top_k < 1:
             raise BadInputError("top_k must be at least 1")
@@ -311,7 +318,8 @@ class Engine:
             raise BadInputError('errors must be "raise" or "return"')
         try:
             self._follow_writers()
-            options = self.query_options()  # after following a writer: its thresholds too
+            if options is None:
+                options = self.query_options()  # after following a writer: its thresholds too
             return run_queries(self._store, self.embedder, list(self._sources.values()), images, top_k, options, errors)
         except sqlite3.OperationalError as exc:
             if "locked" in str(exc) or "busy" in str(exc):  # transient: not damage
@@ -359,4 +367,8 @@ class Engine:
     def reference(self, ref_id: int) -> Reference | None:
         """The stored metadata of one reference."""
         return self._store.metadata.get([ref_id]).get(ref_id)
+
+    def reference_thumbnail(self, ref_id: int) -> bytes | None:
+        """The small JPEG stored for a reference at indexing (None for indexes built before thumbnails)."""
+        return self._store.metadata.get_blob(ref_id, THUMB_BLOB)
 

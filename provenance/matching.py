@@ -48,6 +48,8 @@ class Candidate:
     pdq_distance: int | None = None
     votes: float | None = None  # shared visual words (keypoint vote source)
     verification: Verification | None = None
+    verified_view: int | None = None  # the query view the verification is about
+    reference_frame: tuple[int, int] | None = None  # (width, height) the reference's keypoints were found in
 
     @property
     def is_copy(self) -> bool:
@@ -157,22 +159,35 @@ def _verify_one(candidate: Candidate, features: QueryFeatures, reference: Keypoi
     for view in features.evidence_views(candidate.view):
         plain, mirrored = features.keypoints(view)
         outcome = verify_with_mirror(plain, mirrored, reference)
-        tried.append(outcome)
+        tried.append((outcome, view))
         if outcome.verified:
             break
-    candidate.verification = max(tried, key=lambda item: (item.verified, item.inliers))
+    candidate.verification, candidate.verified_view = max(tried, key=lambda item: (item[0].verified, item[0].inliers))
+    candidate.reference_frame = (reference.width, reference.height)
 
 
-def match_from(candidate: Candidate, reference: Reference, verdict: str) -> Match:
-    """The reported match for a judged candidate and its stored reference."""
+def match_from(candidate: Candidate, reference: Reference, verdict: str, views: list | None = None) -> Match:
+    """The reported match for a judged candidate and its stored reference.
+
+    ``views`` (the query's views) name the part of the query a verified copy was found in.
+    """
     check = candidate.verification if candidate.is_copy else None
     verified = check is not None and check.verified
+    view = views[candidate.verified_view] if verified and views and candidate.verified_view is not None else None
     return Match(
         candidate.ref_id, reference.path, candidate.score(), verdict, candidate.similarity,
         reference.subject, reference.source_url, reference.collection, reference.sha256, reference.extra,
         inliers=check.inliers if verified else 0,
         box=tuple(round(v, 1) for v in check.box) if verified and check.box else None,
         coverage=round(check.coverage, 4) if verified else None,
-        transform=Transform(round(check.scale, 4), round(check.rotation_deg, 2), check.mirrored, check.model) if verified else None,
+        transform=_transform(check) if verified else None,
         pdq_distance=candidate.pdq_distance,
+        query_view=view.name.removesuffix("+mirror") if view is not None else None,
+        query_box=tuple(int(v) for v in view.box) if view is not None and view.box is not None else None,
+        reference_frame=candidate.reference_frame if verified else None,
     )
+
+
+def _transform(check: Verification) -> Transform:
+    matrix = tuple(round(value, 6) for value in check.transform) if check.transform else None
+    return Transform(round(check.scale, 4), round(check.rotation_deg, 2), check.mirrored, check.model, matrix)

@@ -18,6 +18,9 @@ class Transform:
     rotation_deg: float  # counter-clockwise rotation of the content in the query
     mirrored: bool
     model: str  # similarity, stretch or affine
+    #: row-major 2x3 matrix mapping the query view's pixel (edge) coordinates to the
+    #: reference's (``Match.reference_frame``); it includes the reflection when mirrored
+    matrix: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,11 @@ class Match:
     A ``copy`` also has ``box`` (x0, y0, x1, y1 in reference pixels: the part of the
     reference the query shows), ``coverage`` (that part's fraction of the reference),
     ``inliers`` and ``transform``; ``pdq_distance`` is set when the PDQ hashes are close.
+    A verified copy also says where in the query it was found: ``query_view`` (``full``,
+    ``stripped`` of borders, ``disc`` inside a round avatar, ``circle0`` on a page,
+    ``photo0`` in a screenshot, ...) and ``query_box`` (that view in the query's pixels,
+    ``QueryResult.query_size``); ``reference_frame`` is the (width, height) that ``box``
+    and the transform's matrix refer to (the reference as decoded for indexing).
     """
 
     ref_id: int
@@ -46,9 +54,26 @@ class Match:
     coverage: float | None = None
     transform: Transform | None = None
     pdq_distance: int | None = None
+    query_view: str | None = None
+    query_box: tuple[int, int, int, int] | None = None
+    reference_frame: tuple[int, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Match":
+        """The match a ``to_dict`` (or ``query --json``) wrote; unknown keys are ignored."""
+        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        for name in ("box", "query_box", "reference_frame"):
+            if known.get(name) is not None:
+                known[name] = tuple(known[name])
+        if known.get("transform") is not None:
+            transform = dict(known["transform"])
+            if transform.get("matrix") is not None:
+                transform["matrix"] = tuple(transform["matrix"])
+            known["transform"] = Transform(**{k: v for k, v in transform.items() if k in Transform.__dataclass_fields__})
+        return cls(**known)
 
 
 @dataclass(frozen=True)
@@ -59,6 +84,10 @@ class QueryResult:
     verdict: str
     matches: list[Match]
     seconds: float = 0.0
+    #: (width, height) of the query as decoded for searching: ``Match.query_box`` refers to it
+    query_size: tuple[int, int] | None = None
+    #: the thresholds the verdicts were judged against
+    thresholds: dict[str, float] = field(default_factory=dict)
 
     @property
     def best(self) -> Match | None:
@@ -70,7 +99,16 @@ class QueryResult:
             "verdict": self.verdict,
             "matches": [match.to_dict() for match in self.matches],
             "seconds": round(self.seconds, 4),
+            "query_size": list(self.query_size) if self.query_size else None,
+            "thresholds": dict(self.thresholds),
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "QueryResult":
+        """The result a ``to_dict`` (one line of ``query --json``) wrote."""
+        size = data.get("query_size")
+        return cls(str(data["query"]), str(data["verdict"]), [Match.from_dict(m) for m in data.get("matches", [])],
+                   float(data.get("seconds") or 0.0), tuple(size) if size else None, dict(data.get("thresholds") or {}))
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,9 @@ class TinyEngine:
                    for i in order]
         return FakeResult(matches[0].verdict, matches)
 
+    def query_batch(self, images, top_k=5, errors="raise"):
+        return [self.query(image, top_k) for image in images]
+
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory) -> Path:

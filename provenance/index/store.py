@@ -41,6 +41,7 @@ from .vectors import VectorIndex
 
 KEYPOINTS_BLOB = "sift"
 PDQ_BLOB = "pdq"  # 32 hash bytes + 1 quality byte
+THUMB_BLOB = "thumb"  # a small JPEG of the reference as indexed, for evidence pages
 PDQ_BLOB_SIZE = 33
 
 METADATA_NAME = "metadata.sqlite"

@@ -6,6 +6,7 @@ settings cannot change each other's answers.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ImageLoadError
+from ..errors import BadInputError, ImageLoadError
 from ..imageio import ImageSource, describe_source, load_image
 from ..imagelimits import DEFAULT_LIMITS, ImageLimits
 from ..index.store import IndexStore
@@ -54,6 +55,13 @@ class QueryOptions:
     verify_more: bool = True
     limits: ImageLimits = DEFAULT_LIMITS
 
+    def replace(self, **changes: Any) -> "QueryOptions":
+        """A copy with ``changes``; an unknown name is a BadInputError."""
+        unknown = set(changes) - set(self.__dataclass_fields__)
+        if unknown:
+            raise BadInputError(f"unknown query option(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **changes)
+
     @property
     def searched_regions(self) -> frozenset[int] | None:
         return None if self.regions is True else frozenset({0}) if self.regions is False else frozenset(self.regions)
@@ -69,7 +77,8 @@ def run_queries(store: IndexStore, embedder, sources: Sequence[CandidateSource],
 
     def prepare(image: ImageSource):
         try:
-            views = query_views(load_image(image, limits=options.limits, target_size=QUERY_DECODE_SIZE).image, mirror=options.mirror,
+            decoded = load_image(image, limits=options.limits, target_size=QUERY_DECODE_SIZE).image
+            views = query_views(decoded, mirror=options.mirror,
                                 strip=options.strip_borders, photos=options.photo_regions,
                                 face_scales=options.face_scales, disc=options.discs, circles=options.circles)
         except ImageLoadError as exc:
@@ -126,9 +135,11 @@ def _judge(store: IndexStore, name: str, features: QueryFeatures, candidates: di
         if reference is None:  # removed after the search started
             continue
         verdict = candidate.verdict(options.similar_threshold, options.copy_threshold)
-        matches.append(match_from(candidate, reference, verdict))
-    return QueryResult(name, matches[0].verdict if matches else VERDICT_NO_MATCH, matches)
+        matches.append(match_from(candidate, reference, verdict, features.views))
+    thresholds = {"similar": options.similar_threshold, "copy": options.copy_threshold}
+    return QueryResult(name, matches[0].verdict if matches else VERDICT_NO_MATCH, matches,
+                       query_size=features.views[0].image.size, thresholds=thresholds)
 
 
 def _with_seconds(result: QueryResult, seconds: float) -> QueryResult:
-    return QueryResult(result.query, result.verdict, result.matches, seconds)
+    return dataclasses.replace(result, seconds=seconds)
