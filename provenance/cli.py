@@ -48,6 +48,8 @@ def reindex(
     index: Path = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index directory."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Delete the index and start over."),
     embedder: str = typer.Option("effnet-lite0", help="Embedder for a new index."),
+    embedder_option: List[str] = typer.Option([], "--embedder-option", "-E", help="KEY=VALUE for a new index's embedder "
+                                              "(repeatable), e.g. -E model=ViT-B-32 -E pretrained=weights.safetensors."),
     regions: str = typer.Option("default", "--regions", help="Regions indexed per reference, for a new index: "
                                 "'default' (whole image, 2 centred crops, 2 face squares) or 'centred' (no face squares: 3 vectors instead of 5)."),
     workers: Optional[int] = typer.Option(None, help="Decode worker processes (default: cores - 1)."),
@@ -60,6 +62,7 @@ def reindex(
                                          help="Commit after this many new references (a killed run resumes from there)."),
 ) -> None:
     """Index every image of SOURCE; already-indexed images are skipped, changed ones re-embedded."""
+    from .embedders import parse_embedder_options
     from .engine import Engine
     from .regions import REGION_SETS
 
@@ -68,8 +71,9 @@ def reindex(
         raise typer.Exit(2)
     try:
         region_specs = REGION_SETS[regions]
-        engine = (Engine.create(index, embedder, overwrite=True, regions=region_specs) if rebuild
-                  else Engine.open_or_create(index, embedder, regions=region_specs))
+        options = parse_embedder_options(embedder_option)
+        engine = (Engine.create(index, embedder, options, overwrite=True, regions=region_specs) if rebuild
+                  else Engine.open_or_create(index, embedder, embedder_options=options, regions=region_specs))
         engine.image_limits = _limits(max_file_mb, max_megapixels)
         bar = None if quiet else _progress_bar(None, "reindex")
 
@@ -238,6 +242,46 @@ def scan(
     typer.echo(f"{summary.suspects} suspects ({summary.resumed} from an earlier run): {counts}; "
                f"{summary.unknown_groups} unknown-victim group(s) in {summary.seconds:.1f} s")
     typer.echo(f"results: {summary.results}\nsummary: {summary.summary_page}")
+
+
+@app.command()
+def serve(
+    index: Path = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index directory (opened read-only)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535),
+    api_key_file: Optional[Path] = typer.Option(None, "--api-key-file", help="File holding the API key clients must send "
+                                                "(Authorization: Bearer KEY, or X-API-Key)."),
+    max_upload_mb: float = typer.Option(32.0, "--max-upload-mb", min=0.001, help="Larger request bodies get 413."),
+    running: int = typer.Option(2, "--max-running", min=1, help="Queries answered at once."),
+    waiting: int = typer.Option(8, "--max-waiting", min=0, help="Queries allowed to wait; beyond that, 503."),
+    timeout: float = typer.Option(30.0, "--timeout", min=0.1, help="Seconds a query may take before 504."),
+    max_megapixels: float = _MAX_MEGAPIXELS,
+) -> None:
+    """Serve queries over HTTP (POST /v1/query); needs `pip install -e '.[serve]'`."""
+    try:
+        from .service import ServiceSettings, serve as run_service
+        import fastapi, uvicorn  # noqa: F401,E401
+    except ImportError:
+        typer.echo("error: the service needs its extra: pip install -e '.[serve]'", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    api_key = None
+    if api_key_file is not None:
+        try:
+            api_key = api_key_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            typer.echo(f"error: cannot read the API key file ({exc})", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT)
+        if not api_key:
+            typer.echo(f"error: {api_key_file} is empty", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT)
+    settings = ServiceSettings(api_key=api_key, max_upload_bytes=int(max_upload_mb * (1 << 20)), running=running,
+                               waiting=waiting, timeout_s=timeout, limits=_limits(max_upload_mb, max_megapixels))
+    if host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
+        typer.echo(f"warning: serving on {host} without --api-key-file: anyone who reaches it can query", err=True)
+    try:
+        run_service(str(index), host=host, port=port, settings=settings)
+    except ProvenanceError as exc:
+        raise _fail(exc)
 
 
 @app.command()

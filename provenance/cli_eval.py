@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
@@ -61,8 +61,10 @@ def eval_command(
     baselines: Annotated[str, typer.Option("--baselines", help="Comma-separated hash baselines: pdq, phash; 'none' for none.")] = "pdq,phash",
     embedder: Annotated[str, typer.Option("--embedder", help="Embedder for a new index.")] = "effnet-lite0",
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Candidates per query (recall@k needs >= 5).")] = 5,
+    embedder_option: Annotated[Optional[List[str]], typer.Option("--embedder-option", "-E", help="KEY=VALUE for the embedder of a new index (repeatable).")] = None,
 ) -> None:
     """Index the references, query seeded transformed copies and negatives, and score them."""
+    from .embedders import parse_embedder_options
     from .evaluation import EvalConfig, run_evaluation
 
     if partial_copies is None and negatives is not None and (negatives.parent / "shared_pixels.csv").is_file():
@@ -74,6 +76,7 @@ def eval_command(
     )
     bars = _StageBars()
     try:
+        config.embedder_options = parse_embedder_options(embedder_option or [])
         summary = run_evaluation(config, progress=bars)
     except (ProvenanceError, ValueError, KeyError) as exc:
         bars.close()

@@ -71,6 +71,10 @@ class Engine:
         #: what loading one image may cost (bytes, pixels, scans, frames, seconds), on every path
         self.image_limits: ImageLimits = DEFAULT_LIMITS
         self._loaded_generation = store.generation()
+        #: a read-only engine re-reads the index before a query when a writer has saved since;
+        #: a service that must never reload under running queries turns this off and calls
+        #: :meth:`refresh` itself when no query runs
+        self.follow_writers = True
         self._sources: dict[str, CandidateSource] = {}
         for name in ("vectors", "pdq", "keypoints"):
             self.add_source(SOURCES[name].from_store(store, depth=self.search_depth))
@@ -285,9 +289,25 @@ class Engine:
 
     # -- querying ------------------------------------------------------------------------
     def _follow_writers(self) -> None:
-        if self._store.read_only and self._store.generation() != self._loaded_generation:
-            self._store.reload_vectors()
-            self._loaded_generation = self._store.generation()
+        if self.follow_writers:
+            self.refresh()
+
+    def is_stale(self) -> bool:
+        """Whether another process has committed a save this read-only engine has not loaded yet."""
+        return self._store.read_only and self._store.generation() != self._loaded_generation
+
+    def refresh(self) -> bool:
+        """Load the newest committed state if a writer saved since (read-only engines); True if it did.
+
+        Not to be called while other threads query this engine (``follow_writers`` does it
+        before each query of a single-threaded reader).
+        """
+        if not self.is_stale():
+            return False
+        generation = self._store.generation()
+        self._store.reload_vectors()
+        self._loaded_generation = generation
+        return True
 
     def query(self, image: ImageSource, top_k: int = 5, *, options: QueryOptions | None = None) -> QueryResult:
         """Which references ``image`` may have been copied from, best first."""

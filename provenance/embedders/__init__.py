@@ -39,7 +39,41 @@ def create_embedder(name: str = DEFAULT_EMBEDDER, **options: Any) -> Embedder:
     if isinstance(target, str):
         module_name, attr = target.split(":")
         target = getattr(importlib.import_module(module_name), attr)
-    return target(**options)
+    try:
+        return target(**options)
+    except TypeError as exc:  # an option the embedder does not take
+        raise BadInputError(f"embedder {name!r} rejected its options {sorted(options)} ({exc})") from None
+
+
+def parse_embedder_options(pairs: list[str]) -> dict[str, Any]:
+    """``["model=ViT-B-32", "pretrained=/w/b32.safetensors", "image_size=224"]`` as keyword options.
+
+    Integers and decimals become numbers, ``none`` becomes None (CLIP's random weights, for
+    tests), anything else stays text; a relative path that exists becomes absolute, so the
+    index's manifest finds it again from any working folder.
+    """
+    import os
+
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, separator, raw = pair.partition("=")
+        key = key.strip()
+        if not separator or not key.isidentifier():
+            raise BadInputError(f"embedder option {pair!r} must read KEY=VALUE")
+        value: Any = raw.strip()
+        if value.lower() in ("none", "null"):
+            value = None
+        else:
+            for kind in (int, float):
+                try:
+                    value = kind(value)
+                    break
+                except ValueError:
+                    continue
+        if isinstance(value, str) and value and os.path.exists(value):
+            value = os.path.abspath(value)
+        options[key] = value
+    return options
 
 
 __all__ = [
@@ -49,5 +83,6 @@ __all__ = [
     "available_embedders",
     "create_embedder",
     "l2_normalise",
+    "parse_embedder_options",
     "register_embedder",
 ]

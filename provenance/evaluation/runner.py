@@ -50,6 +50,7 @@ class EvalConfig:
     index_dir: Path | None = None
     baselines: Sequence[str] = ("pdq", "phash")
     embedder: str = "effnet-lite0"
+    embedder_options: dict[str, Any] = field(default_factory=dict)
     top_k: int = 5
     examples_per_family: int = 3
     worst_examples: int = 12
@@ -132,7 +133,7 @@ def _open_engine(config: EvalConfig, stack: ExitStack, run: _SystemRun, report) 
     if (directory / "manifest.json").exists():
         engine = Engine.open(directory)
     else:
-        engine = Engine.create(directory, embedder=config.embedder)
+        engine = Engine.create(directory, embedder=config.embedder, embedder_options=config.embedder_options)
     stack.callback(engine.close)
     summary = engine.reindex(config.refs, progress=lambda done, total: report("index", done, total))
     run.index_seconds = float(summary.seconds)
@@ -247,7 +248,7 @@ def _run_info(config: EvalConfig, refs, negatives, families, specs, started) -> 
         "seed": config.seed, "refs": str(config.refs), "negatives": str(config.negatives) if config.negatives else None,
         "references": len(refs), "families": families, "per_family": config.per_family, "limit": config.limit,
         "positive_queries": sum(1 for s in specs if s.positive), "negative_queries": sum(1 for s in specs if not s.positive),
-        "embedder": config.embedder, "index_dir": str(config.index_dir) if config.index_dir else None,
+        "embedder": config.embedder, "embedder_options": config.embedder_options, "index_dir": str(config.index_dir) if config.index_dir else None,
         "baselines": list(config.baselines), "top_k": config.top_k,
     }
 
