@@ -91,9 +91,13 @@ _VICTIM_HEAD = ("<thead><tr><th data-sort='text'>account</th><th data-sort='text
                 "<th data-sort='number'>score</th></tr></thead>")
 
 
-def _victim_sections(lines: Sequence[dict[str, Any]], pictures: _Pictures) -> list[str]:
+def _victim_sections(lines: Sequence[dict[str, Any]], pictures: _Pictures, grouped: set[str]) -> list[str]:
     victims: dict[str, list[dict[str, Any]]] = {}
     for line in lines:
+        # a suspect only similar to a reference but proven to share a photo with other suspects
+        # is shown with them (unknown victim), not under a victim it was never copied from
+        if line["verdict"] == "similar" and _key(line) in grouped:
+            continue
         if line["verdict"] in FILED_UNDER_VICTIM and line.get("matches"):
             best = line["matches"][0]
             victims.setdefault(best.get("subject") or f"(no subject) {best['path']}", []).append(line)
@@ -148,7 +152,7 @@ def _unknown_sections(lines: Sequence[dict[str, Any]], groups: Sequence[dict[str
 def _leftover_section(lines: Sequence[dict[str, Any]], grouped: set[str]) -> str:
     rows = []
     for line in lines:
-        if line["verdict"] in FILED_UNDER_VICTIM or _key(line) in grouped:
+        if (line["verdict"] in FILED_UNDER_VICTIM and line.get("matches")) or _key(line) in grouped:
             continue
         reason = line.get("error") or "no reference and no other suspect shares pixels with it"
         rows.append(f'<tr data-verdict="{esc(line["verdict"])}" data-key="{esc(_key(line))}">{_account_cell(line)}'
@@ -170,7 +174,8 @@ def scan_summary_html(lines: Sequence[dict[str, Any]], groups: Sequence[dict[str
     for line in lines:
         counts[line["verdict"]] = counts.get(line["verdict"], 0) + 1
     options = "".join(f"<option value='{esc(v)}'>{esc(v.replace('_', ' '))} ({counts[v]})</option>" for v in sorted(counts))
-    victims = _victim_sections(lines, pictures)
+    grouped = {key for group in groups for key in group["members"]}
+    victims = _victim_sections(lines, pictures, grouped)
     body = [f"<h1>Scan of {len(lines)} suspect image(s)</h1>",
             f"<p class='muted'>{len(victims)} victim(s) in the index, {len(groups)} unknown victim(s) "
             "shared by several suspects. Red outline: the part of the reference the suspect shows.</p>",
@@ -179,7 +184,7 @@ def scan_summary_html(lines: Sequence[dict[str, Any]], groups: Sequence[dict[str
     unknown = _unknown_sections(lines, groups, pictures)
     if unknown:
         body += ["<h2>Unknown victims</h2>", *unknown]
-    body.append(_leftover_section(lines, {key for group in groups for key in group["members"]}))
+    body.append(_leftover_section(lines, grouped))
     return document(f"provenance scan: {len(lines)} suspects", body, SORT_AND_FILTER_SCRIPT)
 
 
