@@ -175,3 +175,39 @@ def test_a_file_name_that_is_not_utf8_is_indexed_and_reported(tmp_path, photos):
     assert b"bad\\udcff.jpg: not an image" in built.stderr
     answered = subprocess.run([*command, "query", os.fsdecode(odd), "-i", index], capture_output=True)
     assert answered.returncode == 0 and b"\\xff\\xfe-photo.jpg" in answered.stdout and b"copy" in answered.stdout
+
+
+def test_embedder_options_are_parsed_and_checked():
+    from provenance.embedders import parse_embedder_options
+    from provenance.errors import BadInputError
+
+    assert parse_embedder_options(["model=ViT-S-32-alt", "image_size=64", "pretrained=none", "scale=0.5"]) == {
+        "model": "ViT-S-32-alt", "image_size": 64, "pretrained": None, "scale": 0.5}
+    for bad in (["model"], ["=x"], ["two words=1"]):
+        with pytest.raises(BadInputError):
+            parse_embedder_options(bad)
+
+
+def test_reindex_and_query_with_a_local_clip_checkpoint(tmp_path, photo_folder, monkeypatch):
+    """`reindex --embedder clip -E pretrained=FILE`: a small random-weights checkpoint written by the test."""
+    open_clip = pytest.importorskip("open_clip")
+    from safetensors.torch import save_file
+
+    model = open_clip.create_model_and_transforms("ViT-S-32-alt", pretrained=None, force_image_size=64)[0]
+    save_file({name: tensor.half().contiguous() for name, tensor in model.state_dict().items()}, tmp_path / "tiny.safetensors")
+    monkeypatch.chdir(tmp_path)  # a relative checkpoint path is stored absolute
+    index = tmp_path / "clip-index"
+    args = ["reindex", str(photo_folder), "-i", str(index), "-q", "--workers", "0", "--embedder", "clip",
+            "-E", "model=ViT-S-32-alt", "-E", "pretrained=tiny.safetensors", "-E", "image_size=64"]
+    built = runner.invoke(app, args)
+    assert built.exit_code == 0, built.output
+    manifest = json.loads((index / "manifest.json").read_text())["embedder"]
+    assert manifest["name"] == "clip" and manifest["dim"] == 256
+    assert manifest["options"]["pretrained"] == str(tmp_path / "tiny.safetensors")
+    query = runner.invoke(app, ["query", str(next(photo_folder.glob("*.jpg"))), "-i", str(index), "--json"])
+    assert query.exit_code == 0 and json.loads(query.stdout.splitlines()[0])["verdict"] == "copy"
+    unknown = runner.invoke(app, ["reindex", str(photo_folder), "-i", str(tmp_path / "x"), "--embedder", "clip",
+                                  "-E", "pretrained=none", "-E", "colour=blue"])
+    assert unknown.exit_code == 3 and "rejected its options" in unknown.output
+    missing = runner.invoke(app, ["reindex", str(photo_folder), "-i", str(tmp_path / "y"), "--embedder", "clip"])
+    assert missing.exit_code == 5 and "pretrained" in missing.output

@@ -160,7 +160,7 @@ class FakeEngineClass:
         self.inner = None
 
     @classmethod
-    def create(cls, directory, embedder="x"):
+    def create(cls, directory, embedder="x", embedder_options=None):
         cls.calls.append(("create", Path(directory), embedder))
         Path(directory).mkdir(parents=True)
         (Path(directory) / "manifest.json").write_text("{}")
@@ -184,6 +184,9 @@ class FakeEngineClass:
 
     def query(self, image, top_k=5):
         return self.inner.query(image, top_k)
+
+    def query_batch(self, images, top_k=5, errors="raise"):
+        return self.inner.query_batch(images, top_k, errors)
 
     def close(self):
         self.calls.append(("close", self.directory))
