@@ -158,11 +158,19 @@ def report(
 ) -> None:
     """Write the evidence page for saved query results (suspects are read from the paths they name)."""
     from .engine import Engine
+    from .errors import BadInputError
     from .report import write_evidence_page
     from .results import QueryResult
 
     try:
-        answers = [QueryResult.from_dict(row) for row in _read_json_lines(results) if "error" not in row]
+        answers = []
+        for number, row in enumerate(_read_json_lines(results), 1):
+            if "error" in row:
+                continue
+            try:
+                answers.append(QueryResult.from_dict(row))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise BadInputError(f"{results}: result {number} is not `provenance query --json` output ({exc!r})") from None
         with Engine.open(index, read_only=True) as engine:
             write_evidence_page(out, answers, engine, limits=engine.image_limits)
     except ProvenanceError as exc:
