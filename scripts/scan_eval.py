@@ -72,7 +72,7 @@ def write_suspects(args) -> Path:
     for number, spec in enumerate(specs):
         name = f"pos_{number:04d}.jpg"
         build_query(spec, refs, [], 0).convert("RGB").save(folder / name, quality=95)
-        rows.append({"path": f"suspects/{name}", "account": f"acct_{number:04d}", "truth": refs[spec.index].subject or "",
+        rows.append({"path": f"suspects/{name}", "account": f"acct_{number:04d}", "truth": refs[spec.index].subject or refs[spec.index].path,
                      "kind": f"positive:{spec.group}"})
     for number, row in enumerate(chosen_negatives):
         name = f"neg_{number:04d}.jpg"
@@ -100,7 +100,8 @@ def measure(out: Path) -> dict:
     for line in lines:
         kind, truth = line["extra"]["kind"], line["extra"]["truth"]
         best = line["matches"][0] if line["matches"] else {}
-        victim = best.get("subject") if line["verdict"] in ("copy", "owner") else None
+        # a reference without a subject (a general photo) is its own victim, by path
+        victim = (best.get("subject") or best.get("path")) if line["verdict"] in ("copy", "owner") else None
         if kind.startswith("positive"):
             filed["positives"] += 1
             filed["positive under its true subject"] += victim == truth

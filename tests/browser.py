@@ -66,4 +66,4 @@ def save_for_docs(image: Image.Image, name: str) -> None:
     folder = os.environ.get("PROVENANCE_SCREENSHOT_DIR")
     if folder:
         os.makedirs(folder, exist_ok=True)
-        image.save(os.path.join(folder, name), optimize=True)
+        image.save(os.path.join(folder, name), quality=80, optimize=True)

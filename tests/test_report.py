@@ -142,7 +142,7 @@ def test_evidence_page_in_a_real_browser(evidence):
         assert browser.console_errors(driver) == []
     finally:
         driver.quit()
-    browser.save_for_docs(shot, "evidence-page.png")
+    browser.save_for_docs(shot, "evidence-page.jpg")
     target = tuple(int(MATCH_COLOUR[i:i + 2], 16) for i in (1, 3, 5))
     top = round(drawn["y"])
     xs = np.linspace(drawn["x"] + 6, drawn["x"] + drawn["width"] - 6, 9).round().astype(int)

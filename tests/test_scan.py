@@ -28,8 +28,13 @@ def scanned(tmp_path_factory):
     scene = build_scene(root)
     index = build_index(root, scene)
     out = root / "out"
-    result = runner.invoke(app, ["scan", str(scene["suspects"]), "--index", str(index), "--out", str(out),
-                                 "--allowlist", str(scene["allowlist"]), "--quiet"])
+    here = os.getcwd()
+    os.chdir(root)  # relative paths, as a user types them
+    try:
+        result = runner.invoke(app, ["scan", "suspects.csv", "--index", "index", "--out", "out",
+                                     "--allowlist", "allowlist.csv", "--quiet"])
+    finally:
+        os.chdir(here)
     assert result.exit_code == 0, result.output
     return {"root": root, "scene": scene, "index": index, "out": out, "output": result.output,
             "lines": read_results(out / "results.jsonl")}
@@ -67,7 +72,7 @@ def test_suspects_sharing_an_unindexed_photo_form_one_unknown_victim_group(scann
 def test_a_second_run_resumes_and_a_different_scan_is_refused(scanned, tmp_path):
     args = ["scan", str(scanned["scene"]["suspects"]), "--index", str(scanned["index"]), "--out", str(scanned["out"]),
             "--allowlist", str(scanned["scene"]["allowlist"]), "-q"]
-    again = runner.invoke(app, args)
+    again = runner.invoke(app, args)  # the same scan, named by absolute paths from another folder
     assert again.exit_code == 0 and f"{len(SUSPECTS)} suspects ({len(SUSPECTS)} from an earlier run)" in again.output
     other = runner.invoke(app, ["scan", str(scanned["scene"]["suspects"]), "--index", str(scanned["index"]),
                                 "--out", str(scanned["out"]), "-q", "--no-links"])
@@ -153,7 +158,7 @@ def test_summary_page_in_a_real_browser(scanned):
         assert browser.console_errors(driver) == []
     finally:
         driver.quit()
-    browser.save_for_docs(shot, "scan-summary.png")
+    browser.save_for_docs(shot, "scan-summary.jpg")
 
 
 def test_scan_survives_a_missing_suspect_file(scanned, tmp_path):

@@ -176,8 +176,9 @@ def scan_summary_html(lines: Sequence[dict[str, Any]], groups: Sequence[dict[str
     options = "".join(f"<option value='{esc(v)}'>{esc(v.replace('_', ' '))} ({counts[v]})</option>" for v in sorted(counts))
     grouped = {key for group in groups for key in group["members"]}
     victims = _victim_sections(lines, pictures, grouped)
+    copied = {line["matches"][0].get("subject") or line["matches"][0]["path"] for line in lines if line["verdict"] == "copy"}
     body = [f"<h1>Scan of {len(lines)} suspect image(s)</h1>",
-            f"<p class='muted'>{len(victims)} victim(s) in the index, {len(groups)} unknown victim(s) "
+            f"<p class='muted'>{len(copied)} victim(s) in the index have their photos copied, {len(groups)} unknown victim(s) "
             "shared by several suspects. Red outline: the part of the reference the suspect shows.</p>",
             f"<p class='filters'><label>verdict <select data-filter='verdict'><option value='all'>all</option>{options}"
             "</select></label></p>", "<h2>By victim</h2>", *(victims or ["<p>none</p>"])]

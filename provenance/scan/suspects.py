@@ -50,7 +50,8 @@ def read_suspects(source: str | os.PathLike) -> list[Suspect]:
         for name in ("subject", "source_url", "collection"):
             if getattr(record, name) is not None:
                 extra[name] = getattr(record, name)
-        suspects.append(Suspect(number, record.path, record.file, _text(record.extra.get("account")),
+        # absolute: the suspects' own index, the summary and a resumed run read it from elsewhere
+        suspects.append(Suspect(number, record.path, os.path.abspath(record.file), _text(record.extra.get("account")),
                                 _text(record.extra.get("profile_url")), _text(record.extra.get("seen_at")), extra))
     if not suspects:
         raise ManifestError(f"{source}: no suspect images")

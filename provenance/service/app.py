@@ -15,6 +15,7 @@ from typing import Any
 
 from ..errors import ImageLoadError, IndexStoreError, ProvenanceError
 from ..imagelimits import DEFAULT_LIMITS, ImageLimits
+from ..search.batch import query_stream
 from .gate import Overloaded, QueryGate
 
 API_PREFIX = "/v1"
@@ -68,9 +69,13 @@ def create_app(engine: Any, settings: ServiceSettings = ServiceSettings()):
             gate.admit()
         except Overloaded:
             raise _Refused(503, "busy: every query slot is taken; retry shortly", {"Retry-After": "1"}) from None
-        work = asyncio.get_running_loop().run_in_executor(
-            None, _run_and_release, gate, lambda: engine.query_batch(  # options after the gate's reload: its thresholds
-                [data for _, data in images], top_k=top_k, errors="return", options=engine.query_options(limits=settings.limits)))
+        def run() -> list[Any]:
+            options = engine.query_options(limits=settings.limits)  # after the gate's reload: its thresholds
+            stream = query_stream(engine, images, top_k=top_k, batch_size=len(images), image_of=lambda item: item[1],
+                                  options=options)
+            return [outcome for _, outcome in stream]
+
+        work = asyncio.get_running_loop().run_in_executor(None, _run_and_release, gate, run)
         try:
             outcomes = await asyncio.wait_for(asyncio.shield(work), settings.timeout_s)
         except asyncio.TimeoutError:
