@@ -65,7 +65,8 @@ def read_source_bytes(source: ImageSource, max_bytes: int = DEFAULT_LIMITS.max_b
     """The encoded bytes of a path, bytes or file-object source, at most ``max_bytes``.
 
     A path must name a regular file: FIFOs, devices and sockets are refused unopened for
-    reading, so they can neither hang the caller nor fill its memory.
+    reading, so they can neither hang the caller nor fill its memory. ``SHARD.tar#MEMBER``
+    names an image inside a tar shard (img2dataset's webdataset output).
     """
     name = describe_source(source)
     if isinstance(source, (bytes, bytearray)):
@@ -78,6 +79,11 @@ def read_source_bytes(source: ImageSource, max_bytes: int = DEFAULT_LIMITS.max_b
             text = os.fsdecode(text)
         if "://" in text:
             raise ImageLoadError(name, "URLs are not fetched; download the image first")
+        if "#" in text and not os.path.exists(text):
+            from .img2dataset import is_member_name, read_member
+
+            if is_member_name(text):  # SHARD.tar#MEMBER: an image inside a webdataset shard
+                return read_member(text, max_bytes)
         return read_file_bounded(text, name, max_bytes)
     if hasattr(source, "read"):
         return read_stream_bounded(source, name, max_bytes)

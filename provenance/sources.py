@@ -28,21 +28,33 @@ class SourceRecord:
 
 
 def scan_source(source: str | os.PathLike) -> list[SourceRecord]:
-    """Records for a folder (recursive) or a ``.csv``/``.jsonl`` manifest."""
+    """Records for a folder (recursive), a ``.csv``/``.jsonl`` manifest, or img2dataset output
+    (webdataset ``.tar`` shards or a folder of them, ``.parquet`` or a ``key``/``url`` CSV: :mod:`.img2dataset`)."""
+    from . import img2dataset
+
     source_path = Path(source)
     if source_path.is_dir():
+        if img2dataset.is_webdataset_folder(source_path):
+            return img2dataset.scan_webdataset(source_path)
         return scan_folder(source_path)
     if not source_path.exists():
         raise ManifestError(f"{source}: no such file or folder")
     if not source_path.is_file():  # a FIFO or a device would block or never end
         raise ManifestError(f"{source}: a manifest must be a regular file")
     suffix = source_path.suffix.lower()
+    if suffix == ".tar":
+        return img2dataset.scan_webdataset(source_path)
+    if suffix == ".parquet":
+        return img2dataset.scan_table(source_path, img2dataset.read_parquet_rows(source_path))
     if suffix == ".csv":
         rows = _read_csv(source_path)
+        if rows and "path" not in rows[0][1]:  # img2dataset's layout: key + url, files beside
+            return img2dataset.scan_table(source_path, [row for _, row in rows])
     elif suffix in (".jsonl", ".ndjson"):
         rows = _read_jsonl(source_path)
     else:
-        raise ManifestError(f"{source}: a source must be a folder, a .csv or a .jsonl manifest")
+        raise ManifestError(f"{source}: a source must be a folder, a .csv or .jsonl manifest, "
+                            "or img2dataset output (.tar shards, .parquet)")
     return [_record_from_row(row, source_path, number) for number, row in rows]
 
 
@@ -63,8 +75,9 @@ def _read_csv(path: Path) -> list[tuple[int, dict[str, Any]]]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
-            if reader.fieldnames is None or "path" not in reader.fieldnames:
-                raise ManifestError(f"{path}: the CSV manifest needs a 'path' column (found {reader.fieldnames})")
+            if reader.fieldnames is None or not {"path", "key"} & set(reader.fieldnames):
+                raise ManifestError(f"{path}: the CSV manifest needs a 'path' column, or img2dataset's 'key' "
+                                    f"(found {reader.fieldnames})")
             return [(number, row) for number, row in enumerate(reader, start=2)]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise ManifestError(f"{path}: cannot read manifest ({exc})") from None
