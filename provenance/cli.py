@@ -60,8 +60,14 @@ def reindex(
     max_megapixels: float = _MAX_MEGAPIXELS,
     checkpoint_every: int = typer.Option(512, "--checkpoint-every", min=1,
                                          help="Commit after this many new references (a killed run resumes from there)."),
+    ray: Optional[str] = typer.Option(None, "--ray", help="Prepare and embed on Ray: 'auto' (this machine's cluster), "
+                                      "HOST:PORT, or 'local' (a cluster started for the job); needs the [ray] extra."),
+    ray_cpus: Optional[int] = typer.Option(None, "--ray-cpus", min=1, help="Cores of a --ray local cluster (default: all)."),
 ) -> None:
-    """Index every image of SOURCE; already-indexed images are skipped, changed ones re-embedded."""
+    """Index every image of SOURCE; already-indexed images are skipped, changed ones re-embedded.
+
+    SOURCE may also be img2dataset output: webdataset .tar shards (or their folder), or a
+    .parquet / key,url CSV of downloaded files."""
     from .embedders import parse_embedder_options
     from .engine import Engine
     from .regions import REGION_SETS
@@ -85,9 +91,14 @@ def reindex(
         def report_error(message: str) -> None:
             (bar.write if bar is not None else typer.echo)(f"skipped bad image: {message}", file=sys.stderr)
 
+        runner = None
+        if ray is not None:
+            from .distributed import RayRunner
+
+            runner = RayRunner(None if ray == "local" else ray, num_cpus=ray_cpus, progress=progress)
         with engine:
             summary = engine.reindex(source, progress=progress, workers=workers, on_error=report_error,
-                                     file_timeout=file_timeout, checkpoint_every=checkpoint_every)
+                                     file_timeout=file_timeout, checkpoint_every=checkpoint_every, runner=runner)
         if bar is not None:
             bar.close()
     except ProvenanceError as exc:

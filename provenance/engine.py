@@ -18,7 +18,8 @@ from .index.manifest import MANIFEST_NAME
 from .index.store import PDQ_BLOB, THUMB_BLOB, IndexStore, read_through
 from .index.vectors import MAX_REGIONS, REGION_BITS
 from .indexing import CHECKPOINT_EVERY, EMBED_BATCH, ReindexRun, add_visual_words, index_prepared
-from .ingest import DEFAULT_FILE_TIMEOUT, Preparer, ProgressCallback, model_threads_beside, pool_workers, prepare_all
+from .ingest import (DEFAULT_FILE_TIMEOUT, Preparer, PreparedReference, ProgressCallback, ReindexJob, model_threads_beside,
+                     pool_workers, prepare_all)
 from .results import IndexInfo, QueryResult, ReindexSummary
 from .regions import DEFAULT_REGIONS, WHOLE, RegionSpec, SubjectSquare, spec_from_json, spec_to_json
 from .search import local  # noqa: F401  (registers the keypoint vote source)
@@ -221,7 +222,8 @@ class Engine:
                 workers: int | None = None, batch_size: int = EMBED_BATCH,
                 on_error: Callable[[str], None] | None = None,
                 file_timeout: float | None = DEFAULT_FILE_TIMEOUT,
-                checkpoint_every: int = CHECKPOINT_EVERY) -> ReindexSummary:
+                checkpoint_every: int = CHECKPOINT_EVERY,
+                runner: Callable[[ReindexJob], Iterable[PreparedReference]] | None = None) -> ReindexSummary:
         """Index every image of a folder or manifest; already-indexed content is skipped.
 
         A file whose path is indexed with different content is re-embedded and replaces
@@ -235,15 +237,24 @@ class Engine:
         this process), so a script that calls this needs an ``if __name__ == "__main__"``
         guard, as with any spawn-based multiprocessing. While workers run, torch is limited
         to the cores they leave free (process-wide; restored afterwards).
+        ``runner`` replaces the local prepare stage (and may embed too): it gets a
+        :class:`~provenance.ingest.ReindexJob` and returns the references in input order,
+        e.g. :class:`provenance.distributed.RayRunner`; triage and the write stage stay here.
         """
         started = time.perf_counter()
         self._store.check_writable()
         records = scan_source(source)
         with self._write_lock:
             run = ReindexRun(self._store, self.embedder, progress, on_error, checkpoint_every)
-            stream = prepare_all(records, self._preparer(frozenset(run.known)), workers, file_timeout)
-            with model_threads_beside(pool_workers(records, workers)):
-                run.consume(stream, len(records), batch_size)
+            preparer = self._preparer(frozenset(run.known))
+            if runner is None:
+                stream = prepare_all(records, preparer, workers, file_timeout)
+                with model_threads_beside(pool_workers(records, workers)):
+                    run.consume(stream, len(records), batch_size)
+            else:
+                job = ReindexJob(records, preparer, dict(self._store.manifest.embedder), str(self.directory),
+                                 os.fspath(source), self._store.manifest.index_id)
+                run.consume(runner(job), len(records), batch_size)
             self._store.save()
         return run.summary(time.perf_counter() - started)
 

@@ -1,4 +1,12 @@
-"""Writing prepared references into an index: one reference (``Engine.add``) or a reindex run."""
+"""The reindex stages after reading: embed, then write; and the run that drives them.
+
+A reference goes read -> prepare (:class:`~provenance.ingest.Preparer`, in worker
+processes or Ray tasks) -> :func:`embed_stage` (the model, in this process or a Ray actor)
+-> :func:`write_stage` (the single writer: ids, metadata, blobs, visual words, vectors).
+The local runner (:meth:`ReindexRun.consume`) and the Ray runner
+(:mod:`provenance.distributed.ray_runner`) compose these same functions, so both give the
+same index for the same files.
+"""
 
 from __future__ import annotations
 
@@ -21,33 +29,54 @@ EMBED_BATCH = 32
 CHECKPOINT_EVERY = 512
 
 
-def index_prepared(store: IndexStore, embedder: Embedder, items: list[PreparedReference]) -> list[int]:
-    """Store the metadata and verification blobs of ``items``, embed their inputs, add the vectors.
+def embed_stage(embedder: Embedder, items: list[PreparedReference]) -> list[PreparedReference]:
+    """Run the model over every region of ``items`` in one batch; fills ``vectors`` and ``regions``
+    and drops the model inputs. Items already embedded are left as they are."""
+    pending = [item for item in items if item.vectors is None]
+    if not pending:
+        return items
+    inputs = [array for item in pending for _, array in sorted(item.arrays.items())]
+    vectors = embedder.embed_arrays(np.stack(inputs))
+    offset = 0
+    for item in pending:
+        count = len(item.arrays)
+        item.regions = tuple(sorted(item.arrays))
+        item.vectors, item.arrays = vectors[offset : offset + count], {}
+        offset += count
+    return items
 
-    Returns the new reference ids, in order. The caller holds the write lock and saves.
+
+def write_stage(store: IndexStore, items: list[PreparedReference]) -> list[int]:
+    """Store embedded ``items``: new ids in order, metadata rows, verification blobs, visual words, vectors.
+
+    Returns the new reference ids. The caller holds the write lock and saves.
     """
     if not items:
         return []
     metadata = store.metadata
     first_id = metadata.next_id()
-    ref_ids, regions, arrays = [], [], []
     now = time.time()
-    references = []
+    references, ids, regions, vectors = [], [], [], []
     for offset, item in enumerate(items):
+        if item.vectors is None:
+            raise ValueError("write_stage needs embedded references (embed_stage first)")
         ref_id = first_id + offset
         record = item.record
         references.append(Reference(ref_id, item.sha256 or "", record.path, record.subject, record.source_url,
                                     record.collection, item.width, item.height, now, dict(record.extra)))
         store.put_blobs(ref_id, item.blobs)
-        for region, array in sorted(item.arrays.items()):
-            ref_ids.append(ref_id)
-            regions.append(region)
-            arrays.append(array)
+        ids += [ref_id] * len(item.regions)
+        regions += list(item.regions)
+        vectors.append(item.vectors)
     metadata.insert_many(references)
     add_visual_words(store, [(first_id + offset, item.blobs.get(KEYPOINTS_BLOB)) for offset, item in enumerate(items)])
-    vectors = embedder.embed_arrays(np.stack(arrays))
-    store.vectors.add(vector_ids(np.array(ref_ids), np.array(regions)), vectors)
+    store.vectors.add(vector_ids(np.array(ids), np.array(regions)), np.concatenate(vectors).astype(np.float32, copy=False))
     return [first_id + offset for offset in range(len(items))]
+
+
+def index_prepared(store: IndexStore, embedder: Embedder, items: list[PreparedReference]) -> list[int]:
+    """Embed and write ``items`` (``Engine.add``); returns their new ids."""
+    return write_stage(store, embed_stage(embedder, items))
 
 
 def add_visual_words(store: IndexStore, keypoint_blobs: list[tuple[int, bytes | None]]) -> None:
@@ -110,12 +139,14 @@ class ReindexRun:
         self.errors: list[str] = []
 
     def consume(self, stream: Iterable[PreparedReference], total: int, batch_size: int = EMBED_BATCH) -> None:
-        """Index every prepared reference of ``stream`` (``total`` of them, for progress)."""
+        """Index every prepared reference of ``stream`` (``total`` of them, for progress), in order:
+        failures are recorded, known content skipped, then the embed and write stages run per batch
+        (items that arrive embedded, from the Ray runner's shards, skip the model)."""
         since_checkpoint = done = 0
         for chunk in batched(stream, batch_size):
             to_index = [item for item in chunk if self._triage(item) == "index"]
             self.counts["replaced"] += self._drop_replaced(to_index)
-            index_prepared(self._store, self._embedder, to_index)
+            write_stage(self._store, embed_stage(self._embedder, to_index))
             self.counts["added"] += len(to_index)
             since_checkpoint += len(to_index)
             done += len(chunk)

@@ -117,9 +117,28 @@ class PreparedReference:
     height: int | None = None
     arrays: dict[int, np.ndarray] = field(default_factory=dict)  # region number -> model input
     blobs: dict[str, bytes] = field(default_factory=dict)  # verification data (keypoints, PDQ)
+    #: the embed stage's output: one vector per region, in region order (then ``arrays`` is dropped)
+    vectors: np.ndarray | None = None
+    regions: tuple[int, ...] = ()
     error: str | None = None
     seconds: float = 0.0
     already_known: bool = False
+
+
+@dataclass(frozen=True)
+class ReindexJob:
+    """What a reindex runner gets: the records, the prepare stage, the embedder to build, where the index lives.
+
+    A runner returns the prepared references in input order, embedded or not (the engine
+    embeds what is not), failures included; the engine triages and writes them.
+    """
+
+    records: list[SourceRecord]
+    preparer: Preparer
+    embedder_spec: dict  # the manifest's embedder: name, options
+    directory: str  # the index directory (a runner may keep its resumable work there)
+    source: str
+    index_id: str
 
 
 _worker_preparer: Preparer | None = None
