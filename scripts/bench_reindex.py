@@ -1,6 +1,7 @@
 """Reindex throughput next to the bare model forward pass, on the same images, in one run.
 
 Usage: python scripts/bench_reindex.py [--refs ../shared/bench/refs.csv] [--limit N] [--keep DIR] [--stages N]
+                                      [--onnx] [--ray] [--prepare-alone]
 
 Two bare-forward baselines, both on images decoded and preprocessed beforehand:
 one model input per image (the whole image), and every input the index embeds per
@@ -8,6 +9,11 @@ image (the whole image and its indexed regions). Then the CPU cost of each stage
 reference on one thread, over the first ``--stages`` images, and the throughput that
 this machine's cores could reach with perfect overlap and no contention: the ceiling
 for any scheduling of the same work. Prints figures; asserts nothing about time.
+
+``--prepare-alone`` also runs the prepare stage alone over every reference (the decode
+worker pool, no model), so the pipeline can be set against its slowest stage run alone.
+``--onnx`` adds the ONNX Runtime forward beside torch's (same inputs, same run) and a full
+reindex with it. ``--ray`` adds a full reindex on a local Ray cluster of this machine's cores.
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--keep", help="build the index here and keep it (default: a temporary directory)")
     parser.add_argument("--stages", type=int, default=100, help="images for the per-stage costs (0 = skip)")
+    parser.add_argument("--onnx", action="store_true", help="also the ONNX Runtime forward and a reindex with it")
+    parser.add_argument("--ray", action="store_true", help="also a reindex on a local Ray cluster")
+    parser.add_argument("--prepare-alone", action="store_true", help="also the prepare stage alone (worker pool, no model)")
     args = parser.parse_args()
 
     from provenance import Engine
@@ -57,13 +66,21 @@ def main() -> None:
     forward_rate = _forward_rate(embedder, whole, args.batch)
     regions_per_image = len(every_region) // len(whole)
     region_forward_rate = _forward_rate(embedder, every_region, args.batch * regions_per_image) / regions_per_image
+    onnx = None
+    if args.onnx:
+        onnx = create_embedder("effnet-lite0", runtime="onnx")
+        onnx.embed_arrays(whole[: args.batch])  # export (or load), check against torch, warm up
+        onnx_rate = _forward_rate(onnx, every_region, args.batch * regions_per_image) / regions_per_image
+        torch_again = _forward_rate(embedder, every_region, args.batch * regions_per_image) / regions_per_image
+        sample = every_region[: 8 * regions_per_image]
+        cosines = (embedder.embed_arrays(sample) * onnx.embed_arrays(sample)).sum(axis=1)
+        print(f"forward, every input: torch {region_forward_rate:.1f} then {torch_again:.1f} img/s, "
+              f"ONNX Runtime {onnx_rate:.1f} img/s ({onnx_rate / torch_again:.2f}x); min cosine to torch {cosines.min():.7f}")
+    if args.prepare_alone:
+        prepare_rate = _prepare_alone_rate(records, preparer)
+        print(f"prepare alone     {prepare_rate:.1f} img/s (decode worker pool, every core, no model)")
 
-    with tempfile.TemporaryDirectory() as scratch:
-        engine = Engine.create(args.keep or scratch, embedder, overwrite=bool(args.keep))
-        started = time.perf_counter()
-        summary = engine.reindex(source)
-        wall = time.perf_counter() - started
-        engine.close()
+    summary, wall = _timed_reindex(Engine, source, embedder, args.keep)
     reindex_rate = summary.added / wall
     print(f"references        {len(records)} (added {summary.added}, failed {summary.failed})")
     print(f"bare forward      {forward_rate:.1f} img/s, whole image only (preprocessed in memory, {args.batch} per call)")
@@ -72,8 +89,41 @@ def main() -> None:
           f"PDQ, embed, index, save)")
     print(f"ratio             {reindex_rate / forward_rate:.2f} of the whole-image forward, "
           f"{reindex_rate / region_forward_rate:.2f} of the forward over every indexed input")
+    if args.prepare_alone:
+        slowest = min(prepare_rate, region_forward_rate)
+        print(f"stage ceiling     {slowest:.1f} img/s (the slower of prepare alone and the forward alone); "
+              f"the reindex runs at {reindex_rate / slowest:.2f} of it")
+    if onnx is not None:
+        onnx_summary, onnx_wall = _timed_reindex(Engine, source, onnx, None)
+        print(f"reindex, ONNX     {onnx_summary.added / onnx_wall:.1f} img/s ({onnx_wall:.1f} s): "
+              f"{onnx_summary.added / onnx_wall / reindex_rate:.2f}x the torch reindex")
+    if args.ray:
+        from provenance.distributed import RayRunner
+        from provenance.ingest import available_cores
+
+        ray_summary, ray_wall = _timed_reindex(Engine, source, embedder, None, RayRunner(None, num_cpus=available_cores()))
+        print(f"reindex, Ray      {ray_summary.added / ray_wall:.1f} img/s ({ray_wall:.1f} s, local cluster of "
+              f"{available_cores()} cores, start-up included): {ray_summary.added / ray_wall / reindex_rate:.2f} of the local reindex")
     if args.stages:
         report_stages(stage_costs(embedder, preparer, records[: args.stages], args.batch), region_forward_rate)
+
+
+def _timed_reindex(Engine, source, embedder, keep, runner=None):
+    with tempfile.TemporaryDirectory() as scratch:
+        engine = Engine.create(keep or scratch, embedder, overwrite=bool(keep))
+        started = time.perf_counter()
+        summary = engine.reindex(source, runner=runner)
+        wall = time.perf_counter() - started
+        engine.close()
+    return summary, wall
+
+
+def _prepare_alone_rate(records, preparer) -> float:
+    from provenance.ingest import available_cores, prepare_all
+
+    started = time.perf_counter()
+    count = sum(1 for _ in prepare_all(records, preparer, workers=available_cores()))
+    return count / (time.perf_counter() - started)
 
 
 def stage_costs(embedder, preparer, records, batch: int) -> dict[str, float]:

@@ -158,3 +158,19 @@ def test_a_checkpoint_carrying_code_is_refused_unrun(tmp_path):
     with pytest.raises(EmbedderUnavailableError, match="could not load CLIP weights"):
         create_embedder("clip", model="RN50", pretrained=str(checkpoint), image_size=64)._load()
     assert not marker.exists()
+
+
+def test_onnx_runtime_matches_torch_and_is_cached(effnet, tmp_path):
+    pytest.importorskip("onnxruntime")
+    onnx = create_embedder("effnet-lite0", runtime="onnx", onnx_cache=str(tmp_path))
+    assert onnx.fingerprint == effnet.fingerprint  # same vectors to rounding: indexes stay compatible
+    images = [synthetic_photo(seed, size=(200 + 20 * seed, 180)) for seed in range(6)]
+    expected, got = effnet.embed(images), onnx.embed(images)
+    assert got.shape == expected.shape and np.all((expected * got).sum(axis=1) >= 1 - 1e-4)
+    (exported,) = tmp_path.glob("*.onnx")
+    stamp = exported.stat().st_mtime_ns
+    again = create_embedder("effnet-lite0", runtime="onnx", onnx_cache=str(tmp_path))
+    assert np.allclose(again.embed(images[:2]), got[:2], atol=1e-6)
+    assert exported.stat().st_mtime_ns == stamp  # loaded, not exported again
+    with pytest.raises(BadInputError, match="runtime must be"):
+        create_embedder("effnet-lite0", runtime="tensorflow")

@@ -41,7 +41,7 @@ def create_embedder(name: str = DEFAULT_EMBEDDER, **options: Any) -> Embedder:
         target = getattr(importlib.import_module(module_name), attr)
     try:
         return target(**options)
-    except TypeError as exc:  # an option the embedder does not take
+    except (TypeError, ValueError) as exc:  # an option the embedder does not take, or a bad value
         raise BadInputError(f"embedder {name!r} rejected its options {sorted(options)} ({exc})") from None
 
 
