@@ -63,6 +63,8 @@ def reindex(
     ray: Optional[str] = typer.Option(None, "--ray", help="Prepare and embed on Ray: 'auto' (this machine's cluster), "
                                       "HOST:PORT, or 'local' (a cluster started for the job); needs the [ray] extra."),
     ray_cpus: Optional[int] = typer.Option(None, "--ray-cpus", min=1, help="Cores of a --ray local cluster (default: all)."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="I/N: index only every N-th record from position I "
+                                        "(one shard of a collection split over N indexes; query them together)."),
 ) -> None:
     """Index every image of SOURCE; already-indexed images are skipped, changed ones re-embedded.
 
@@ -91,6 +93,7 @@ def reindex(
         def report_error(message: str) -> None:
             (bar.write if bar is not None else typer.echo)(f"skipped bad image: {message}", file=sys.stderr)
 
+        shard_of = _parse_shard(shard) if shard else None
         runner = None
         if ray is not None:
             from .distributed import RayRunner
@@ -98,7 +101,8 @@ def reindex(
             runner = RayRunner(None if ray == "local" else ray, num_cpus=ray_cpus, progress=progress)
         with engine:
             summary = engine.reindex(source, progress=progress, workers=workers, on_error=report_error,
-                                     file_timeout=file_timeout, checkpoint_every=checkpoint_every, runner=runner)
+                                     file_timeout=file_timeout, checkpoint_every=checkpoint_every, runner=runner,
+                                     shard=shard_of)
         if bar is not None:
             bar.close()
     except ProvenanceError as exc:
@@ -109,10 +113,46 @@ def reindex(
         typer.echo(f"failures are listed in {index / 'errors.jsonl'}", err=True)
 
 
+def _parse_shard(text: str) -> tuple[int, int]:
+    from .errors import BadInputError
+
+    first, _, second = text.partition("/")
+    if not (first.strip().isdigit() and second.strip().isdigit()):
+        raise BadInputError(f"--shard must read I/N (got {text!r})")
+    return int(first), int(second)
+
+
+def _open_for_queries(indexes: List[Path]):
+    """One index read-only, or several (the shards of one collection) searched as one."""
+    from .engine import Engine
+
+    if len(indexes) == 1:
+        return Engine.open(indexes[0], read_only=True)
+    from .shards import ShardedIndex
+
+    return ShardedIndex(indexes)
+
+
+@app.command()
+def merge(
+    shards: List[Path] = typer.Argument(..., help="Shard index directories (exact indexes)."),
+    into: Path = typer.Option(..., "--into", help="Index to merge them into (created when absent)."),
+) -> None:
+    """Merge shard indexes into one, copying vectors, keypoints and hashes (no embedding)."""
+    from .shards import merge_shards
+
+    try:
+        added = merge_shards(shards, into)
+    except ProvenanceError as exc:
+        raise _fail(exc)
+    typer.echo(f"merged {len(shards)} shard(s) into {into}: {added} reference(s) added")
+
+
 @app.command()
 def query(
     images: List[Path] = typer.Argument(..., help="Suspect image file(s)."),
-    index: Path = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index directory."),
+    index: List[Path] = typer.Option([DEFAULT_INDEX], "--index", "-i", help="Index directory; repeat it to search "
+                                     "several shards of one collection as one index."),
     top_k: int = typer.Option(5, "--top-k", "-k", min=1, help="Matches to report per query."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per query per line."),
     report: Optional[Path] = typer.Option(None, "--report", help="Also write a self-contained HTML evidence page here."),
@@ -120,11 +160,10 @@ def query(
     max_megapixels: float = _MAX_MEGAPIXELS,
 ) -> None:
     """Which references each IMAGE may have been copied from, best first."""
-    from .engine import Engine
     from .search.batch import query_stream
 
     try:
-        engine = Engine.open(index, read_only=True)
+        engine = _open_for_queries(index)
     except ProvenanceError as exc:
         raise _fail(exc)
     engine.image_limits = _limits(max_file_mb, max_megapixels)

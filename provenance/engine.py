@@ -25,7 +25,7 @@ from .regions import DEFAULT_REGIONS, WHOLE, RegionSpec, SubjectSquare, spec_fro
 from .search import local  # noqa: F401  (registers the keypoint vote source)
 from .search.pipeline import QueryOptions, run_queries
 from .search.sources import SOURCES, CandidateSource
-from .sources import SourceRecord, scan_source
+from .sources import SourceRecord, scan_source, shard_records
 
 #: Cosine similarity at or above which an unverified candidate is ``similar`` when the
 #: index has no calibrated threshold (docs/benchmarks.md shows the score distributions).
@@ -223,7 +223,8 @@ class Engine:
                 on_error: Callable[[str], None] | None = None,
                 file_timeout: float | None = DEFAULT_FILE_TIMEOUT,
                 checkpoint_every: int = CHECKPOINT_EVERY,
-                runner: Callable[[ReindexJob], Iterable[PreparedReference]] | None = None) -> ReindexSummary:
+                runner: Callable[[ReindexJob], Iterable[PreparedReference]] | None = None,
+                shard: tuple[int, int] | None = None) -> ReindexSummary:
         """Index every image of a folder or manifest; already-indexed content is skipped.
 
         A file whose path is indexed with different content is re-embedded and replaces
@@ -240,10 +241,14 @@ class Engine:
         ``runner`` replaces the local prepare stage (and may embed too): it gets a
         :class:`~provenance.ingest.ReindexJob` and returns the references in input order,
         e.g. :class:`provenance.distributed.RayRunner`; triage and the write stage stay here.
+        ``shard=(i, n)`` indexes only every n-th record from position i (one shard of a
+        collection split over n indexes: :mod:`provenance.shards`).
         """
         started = time.perf_counter()
         self._store.check_writable()
         records = scan_source(source)
+        if shard is not None:
+            records = shard_records(records, *shard)
         with self._write_lock:
             run = ReindexRun(self._store, self.embedder, progress, on_error, checkpoint_every)
             preparer = self._preparer(frozenset(run.known))

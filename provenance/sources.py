@@ -120,3 +120,11 @@ def _clean(value: Any) -> str | None:
         return None
     text = str(value).strip()
     return text or None
+
+
+def shard_records(records: list[SourceRecord], shard: int, count: int) -> list[SourceRecord]:
+    """The records shard ``shard`` of ``count`` indexes: every ``count``-th, from position ``shard``
+    (``provenance reindex --shard I/N``; :mod:`provenance.shards` queries and merges the shards)."""
+    if count < 1 or not 0 <= shard < count:
+        raise ManifestError(f"a shard is I/N with 0 <= I < N (got {shard}/{count})")
+    return records[shard::count]

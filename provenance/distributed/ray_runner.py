@@ -31,6 +31,8 @@ SHARDS_FOLDER = "ray-shards"
 #: References per prepare task batch and per embed actor call (one shard file each).
 PREPARE_BATCH = 16
 EMBED_BATCH = 32
+#: Cores a prepare task reserves (see _run_pipeline).
+PREPARE_CPUS = 0.95
 
 
 def _ray():
@@ -206,11 +208,16 @@ def _run_pipeline(ray, pending, preparer, embedder_spec, folder, progress, total
     context.enable_progress_bars = False
     gpus = ray.cluster_resources().get("GPU", 0)
     actor_count = actors or max(1, int(gpus) if gpus else 1)
-    dataset = ray.data.from_items(pending, override_num_blocks=max(1, len(pending) // 64))
+    # small blocks: each is one prepare task, so the embed actors start on the first ones
+    # while the rest are prepared (one block per record list would prepare everything first)
+    dataset = ray.data.from_items(pending, override_num_blocks=max(1, -(-len(pending) // PREPARE_BATCH)))
+    # prepare asks for a little less than a core: Ray Data fuses map stages whose resources are
+    # equal, and a prepare fused into the embed actors would run serially beside the model
     dataset = dataset.map_batches(prepare_batch, fn_kwargs={"preparer": preparer}, batch_size=PREPARE_BATCH,
-                                  batch_format="numpy", num_cpus=1)
+                                  batch_format="numpy", num_cpus=PREPARE_CPUS)
     dataset = dataset.map_batches(EmbedAndWrite, fn_constructor_args=(embedder_spec, str(folder)), batch_size=EMBED_BATCH,
-                                  batch_format="numpy", concurrency=actor_count, num_gpus=1 if gpus else 0, num_cpus=1)
+                                  batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actor_count),
+                                  num_gpus=1 if gpus else 0, num_cpus=1)
     finished = already
     for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
         finished += len(batch["position"])

@@ -118,6 +118,12 @@ class MetadataStore:
             row = self._connection.execute("SELECT data FROM blobs WHERE ref_id=? AND kind=?", (ref_id, kind)).fetchone()
         return None if row is None else bytes(row[0])
 
+    def blobs_of(self, ref_id: int) -> dict[str, bytes]:
+        """Every blob stored for one reference, by kind."""
+        with self._lock:
+            rows = self._connection.execute("SELECT kind, data FROM blobs WHERE ref_id=?", (ref_id,)).fetchall()
+        return {row[0]: bytes(row[1]) for row in rows}
+
     def blobs(self, kind: str) -> list[tuple[int, bytes]]:
         """(ref_id, data) of every stored blob of one kind."""
         with self._lock:
