@@ -63,6 +63,8 @@ def reindex(
     ray: Optional[str] = typer.Option(None, "--ray", help="Prepare and embed on Ray: 'auto' (this machine's cluster), "
                                       "HOST:PORT, or 'local' (a cluster started for the job); needs the 'ray' extra."),
     ray_cpus: Optional[int] = typer.Option(None, "--ray-cpus", min=1, help="Cores of a --ray local cluster (default: all)."),
+    ray_actors: Optional[int] = typer.Option(None, "--ray-actors", min=1, help="Embedding actors on Ray, a core each "
+                                             "(default 1; about one per four cores of the cluster)."),
     shard: Optional[str] = typer.Option(None, "--shard", help="I/N: index only every N-th record from position I "
                                         "(one shard of a collection split over N indexes; query them together)."),
 ) -> None:
@@ -98,7 +100,7 @@ def reindex(
         if ray is not None:
             from .distributed import RayRunner
 
-            runner = RayRunner(None if ray == "local" else ray, num_cpus=ray_cpus, progress=progress)
+            runner = RayRunner(None if ray == "local" else ray, num_cpus=ray_cpus, actors=ray_actors, progress=progress)
         with engine:
             summary = engine.reindex(source, progress=progress, workers=workers, on_error=report_error,
                                      file_timeout=file_timeout, checkpoint_every=checkpoint_every, runner=runner,

@@ -3,7 +3,7 @@
 Ray Data reads the source's records in blocks; CPU tasks run the prepare stage (decode,
 regions, keypoints, PDQ, thumbnail: :class:`~provenance.ingest.Preparer`, as locally); an
 actor pool runs the embed stage (:func:`~provenance.indexing.embed_stage`, one model per
-actor, built inside it; a GPU per actor when the cluster has them) and writes each batch as
+actor, built inside it, on the CPU) and writes each batch as
 a parquet shard under ``DIR/ray-shards/RUN/``. The driver then feeds the shards, in input
 order, to the same :class:`~provenance.indexing.ReindexRun` the local path uses (triage,
 replacement, the write stage, checkpoints), so the index is the one a local reindex of the
@@ -206,8 +206,9 @@ def _run_pipeline(ray, pending, preparer, embedder_spec, folder, progress, total
     context = ray.data.DataContext.get_current()
     context.execution_options.verbose_progress = False
     context.enable_progress_bars = False
-    gpus = ray.cluster_resources().get("GPU", 0)
-    actor_count = actors or max(1, int(gpus) if gpus else 1)
+    # the embedders run their model on the CPU: an actor is one model on one core (GPU actors
+    # would need a device option in the embedders, not built yet)
+    actor_count = actors or 1
     # small blocks: each is one prepare task, so the embed actors start on the first ones
     # while the rest are prepared (one block per record list would prepare everything first)
     dataset = ray.data.from_items(pending, override_num_blocks=max(1, -(-len(pending) // PREPARE_BATCH)))
@@ -216,8 +217,7 @@ def _run_pipeline(ray, pending, preparer, embedder_spec, folder, progress, total
     dataset = dataset.map_batches(prepare_batch, fn_kwargs={"preparer": preparer}, batch_size=PREPARE_BATCH,
                                   batch_format="numpy", num_cpus=PREPARE_CPUS)
     dataset = dataset.map_batches(EmbedAndWrite, fn_constructor_args=(embedder_spec, str(folder)), batch_size=EMBED_BATCH,
-                                  batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actor_count),
-                                  num_gpus=1 if gpus else 0, num_cpus=1)
+                                  batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actor_count), num_cpus=1)
     finished = already
     for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
         finished += len(batch["position"])
@@ -230,7 +230,8 @@ class RayRunner:
 
     ``address``: ``"auto"`` (the cluster this machine belongs to), ``"host:port"``, or
     ``None`` to start a local cluster of ``num_cpus`` cores for the job. ``actors``: embed
-    actors (default: one per GPU, else one). ``progress(done, total)`` follows the
+    actors, one core each (default one; a cluster with many cores wants about one per
+    four prepare cores: the forward costs about a third of a reference's CPU). ``progress(done, total)`` follows the
     distributed stages; the engine's own progress follows the merge.
     """
 
