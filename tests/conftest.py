@@ -52,3 +52,15 @@ def photo_folder(tmp_path, photos):
         photo.save(target, quality=92)
     (folder / "notes.txt").write_text("not an image")
     return folder
+
+
+@pytest.fixture(scope="session")
+def indexed_scene(tmp_path_factory):
+    """The victims-and-scammers scene of :mod:`tests.scenes`, with its index built once."""
+    from .scenes import build_index, build_scene
+
+    root = tmp_path_factory.mktemp("scene")
+    paths = build_scene(root)
+    paths["index"] = build_index(root, paths)
+    paths["root"] = root
+    return paths

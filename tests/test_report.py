@@ -16,7 +16,6 @@ from provenance.report.page import MATCH_COLOUR
 from provenance.results import Match, QueryResult, Transform
 
 from . import browser
-from .scenes import build_index, build_scene
 
 runner = CliRunner()
 
@@ -72,12 +71,8 @@ def test_results_round_trip_through_json(box, mirrored, inliers, pdq):
 
 
 @pytest.fixture(scope="module")
-def scene(tmp_path_factory):
-    root = tmp_path_factory.mktemp("scene")
-    paths = build_scene(root)
-    paths["index"] = build_index(root, paths)
-    paths["root"] = root
-    return paths
+def scene(indexed_scene):
+    return indexed_scene
 
 
 @pytest.fixture(scope="module")

@@ -17,16 +17,14 @@ from provenance.cli import app
 from provenance.scan.job import _completed_keys, read_results
 
 from . import browser
-from .scenes import SUSPECTS, build_index, build_scene
+from .scenes import SUSPECTS
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def scanned(tmp_path_factory):
-    root = tmp_path_factory.mktemp("scan")
-    scene = build_scene(root)
-    index = build_index(root, scene)
+def scanned(indexed_scene):
+    root, scene, index = indexed_scene["root"], indexed_scene, indexed_scene["index"]
     out = root / "out"
     here = os.getcwd()
     os.chdir(root)  # relative paths, as a user types them

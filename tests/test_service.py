@@ -18,7 +18,6 @@ from provenance.service import ServiceSettings, create_app  # noqa: E402
 from provenance.service.gate import Overloaded, QueryGate  # noqa: E402
 
 from .conftest import synthetic_photo  # noqa: E402
-from .scenes import build_index, build_scene  # noqa: E402
 
 
 def _jpeg(image) -> bytes:
@@ -28,12 +27,8 @@ def _jpeg(image) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def scene(tmp_path_factory):
-    root = tmp_path_factory.mktemp("service")
-    paths = build_scene(root)
-    paths["index"] = build_index(root, paths)
-    paths["root"] = root
-    return paths
+def scene(indexed_scene):
+    return indexed_scene
 
 
 @pytest.fixture(scope="module")
