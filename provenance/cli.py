@@ -125,13 +125,14 @@ def _parse_shard(text: str) -> tuple[int, int]:
 
 
 def _open_for_queries(indexes: List[Path]):
-    """One index read-only, or several (the shards of one collection) searched as one."""
+    """One index read-only, or several (the shards of one collection) searched as one; a folder
+    without a manifest whose subfolders are indexes is taken as the shards of one index."""
     from .engine import Engine
+    from .shards import ShardedIndex, shard_directories
 
     if len(indexes) == 1:
-        return Engine.open(indexes[0], read_only=True)
-    from .shards import ShardedIndex
-
+        shards = shard_directories(indexes[0])
+        return ShardedIndex(shards) if shards else Engine.open(indexes[0], read_only=True)
     return ShardedIndex(indexes)
 
 

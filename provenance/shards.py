@@ -147,6 +147,15 @@ class ShardedIndex:
         return self.engines[shard].reference_thumbnail(local)
 
 
+def shard_directories(folder: str | os.PathLike) -> list[Path]:
+    """The shard indexes inside ``folder`` (its subfolders holding a manifest, sorted), or []
+    when ``folder`` is itself an index or holds none."""
+    root = Path(folder)
+    if not root.is_dir() or (root / "manifest.json").exists():
+        return []
+    return sorted(child for child in root.iterdir() if child.is_dir() and (child / "manifest.json").exists())
+
+
 def merge_shards(shards: Sequence[str | os.PathLike], target: str | os.PathLike) -> int:
     """Copy every reference of ``shards`` (exact indexes) into the index ``target`` (created with their
     embedder and regions when absent), without embedding again: vectors, keypoints, hashes and

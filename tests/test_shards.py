@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from PIL import ImageOps
@@ -27,11 +29,11 @@ def built(tmp_path_factory):
     with Engine.create(root / "single") as single:
         single.reindex(images, workers=0)
     for shard in range(4):
-        with Engine.create(root / f"shard{shard}") as engine:
+        with Engine.create(root / "sharded" / f"shard{shard}") as engine:
             assert engine.reindex(images, workers=0, shard=(shard, 4)).added == 3
     queries = [photos[1].crop((30, 20, 290, 220)), ImageOps.mirror(photos[6]), photos[10].resize((160, 120)),
                synthetic_photo(99), photos[3].rotate(4, expand=True)]
-    return {"root": root, "images": images, "queries": queries, "shards": [root / f"shard{n}" for n in range(4)]}
+    return {"root": root, "images": images, "queries": queries, "shards": [root / "sharded" / f"shard{n}" for n in range(4)]}
 
 
 def _answers(results):
@@ -73,3 +75,9 @@ def test_cli_reindexes_a_shard_and_queries_shards_together(built, tmp_path):
     args = ["query", query, "--json"] + [arg for shard in built["shards"] for arg in ("--index", str(shard))]
     answered = runner.invoke(app, args)
     assert answered.exit_code == 0 and '"verdict": "copy"' in answered.output and "p05.jpg" in answered.output
+    # a folder of shards is one index too
+    together = runner.invoke(app, ["query", query, "--json", "--index", str(built["root"] / "sharded")])
+    assert together.exit_code == 0
+    first, second = (json.loads(result.stdout.splitlines()[0]) for result in (answered, together))
+    first.pop("seconds"), second.pop("seconds")
+    assert first == second
