@@ -100,7 +100,14 @@ def reindex(
         if ray is not None:
             from .distributed import RayRunner
 
-            runner = RayRunner(None if ray == "local" else ray, num_cpus=ray_cpus, actors=ray_actors, progress=progress)
+            ray_bar = None if quiet else _progress_bar(None, "prepare and embed on ray")
+
+            def ray_progress(done: int, total: int) -> None:
+                if ray_bar is not None:
+                    ray_bar.total = total
+                    ray_bar.update(done - ray_bar.n)
+
+            runner = RayRunner(None if ray == "local" else ray, num_cpus=ray_cpus, actors=ray_actors, progress=ray_progress)
         with engine:
             summary = engine.reindex(source, progress=progress, workers=workers, on_error=report_error,
                                      file_timeout=file_timeout, checkpoint_every=checkpoint_every, runner=runner,
