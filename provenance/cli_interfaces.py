@@ -6,7 +6,6 @@ one library function and format.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Optional
@@ -25,45 +24,15 @@ def report(
 ) -> None:
     """Write the evidence page for saved query results (suspects are read from the paths they name)."""
     from .engine import Engine
-    from .errors import BadInputError
-    from .report import write_evidence_page
-    from .results import QueryResult
+    from .report import read_query_results, write_evidence_page
 
     try:
-        answers = []
-        for number, row in enumerate(_read_json_lines(results), 1):
-            if "error" in row:
-                continue
-            try:
-                answers.append(QueryResult.from_dict(row))
-            except (KeyError, TypeError, ValueError) as exc:
-                raise BadInputError(f"{results}: result {number} is not `provenance query --json` output ({exc!r})") from None
+        answers = read_query_results(results)
         with Engine.open(index, read_only=True) as engine:
             write_evidence_page(out, answers, engine, limits=engine.image_limits)
     except ProvenanceError as exc:
         raise _fail(exc)
     typer.echo(f"evidence page for {len(answers)} suspect(s): {out}")
-
-
-def _read_json_lines(path: Path) -> list[dict]:
-    from .errors import BadInputError
-
-    rows = []
-    try:
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise BadInputError(f"{path}:{number}: not JSON ({exc.msg})") from None
-                if not isinstance(row, dict) or "query" not in row or ("verdict" not in row and "error" not in row):
-                    raise BadInputError(f"{path}:{number}: not a `provenance query --json` line")
-                rows.append(row)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInputError(f"{path}: cannot read ({exc})") from None
-    return rows
 
 
 @app.command()

@@ -10,6 +10,7 @@ HEIC/HEIF photos are read through pillow-heif, AVIF through Pillow's own plugin.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import warnings
 from dataclasses import dataclass
@@ -262,3 +263,12 @@ def _deep_grey_to_l(image: Image.Image) -> Image.Image:
     array += 0.5
     np.clip(array, 0, 255, out=array)
     return Image.fromarray(array.astype("uint8"), "L")
+
+
+def thumbnail_jpeg(image: Image.Image, side: int, quality: int = 80) -> bytes:
+    """``image`` shrunk to fit ``side`` (same aspect ratio), as JPEG bytes: about 9 KB at 256 px."""
+    small = image.convert("RGB")
+    small.thumbnail((side, side))
+    buffer = io.BytesIO()
+    small.save(buffer, format="JPEG", quality=quality, optimize=True)
+    return buffer.getvalue()

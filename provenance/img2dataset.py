@@ -13,6 +13,7 @@ download failed (``status`` other than ``success``) are skipped. URLs are never 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tarfile
@@ -88,17 +89,30 @@ def read_member(name: str, max_bytes: int) -> bytes:
     """The bytes of ``SHARD.tar#MEMBER``, at most ``max_bytes``."""
     shard, _, member = name.rpartition(MEMBER_SEPARATOR)
     try:
-        with tarfile.open(shard, "r:") as archive:
-            info = archive.getmember(member)
-            if not info.isfile():
-                raise ImageLoadError(name, "not a regular file in the shard")
-            if info.size > max_bytes:
-                raise ImageLoadError(name, f"{info.size} bytes, over the {max_bytes}-byte limit")
-            return archive.extractfile(info).read(max_bytes + 1)
-    except KeyError:
-        raise ImageLoadError(name, "no such member in the shard") from None
+        stat = os.stat(shard)
+        found = _member_table(shard, stat.st_mtime_ns, stat.st_size).get(member)
+        if found is None:
+            raise ImageLoadError(name, "no such regular file in the shard")
+        offset, size = found
+        if size > max_bytes:
+            raise ImageLoadError(name, f"{size} bytes, over the {max_bytes}-byte limit")
+        with open(shard, "rb") as handle:
+            handle.seek(offset)
+            data = handle.read(size)
     except (OSError, tarfile.TarError) as exc:
         raise ImageLoadError(name, f"cannot read the shard ({exc})") from None
+    if len(data) != size:
+        raise ImageLoadError(name, "the shard ends inside this member (truncated)")
+    return data
+
+
+@functools.lru_cache(maxsize=8)
+def _member_table(shard: str, mtime_ns: int, size: int) -> dict[str, tuple[int, int]]:
+    """member -> (data offset, size) of a shard's regular files, read once per shard version:
+    finding a member in a tar means reading every header before it, so a lookup per image
+    would read a 10,000-image shard's headers 10,000 times."""
+    with tarfile.open(shard, "r:") as archive:
+        return {info.name: (info.offset_data, info.size) for info in archive.getmembers() if info.isfile()}
 
 
 def is_member_name(name: str) -> bool:

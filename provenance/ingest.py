@@ -21,7 +21,7 @@ import numpy as np
 from .embedders.base import Preprocessing
 from .errors import ImageLoadError
 from .matching import reference_blobs
-from .imageio import ImageSource, load_image, read_source_bytes
+from .imageio import ImageSource, load_image, read_source_bytes, thumbnail_jpeg
 from .imagelimits import DEFAULT_LIMITS, ImageLimits
 from .index.store import THUMB_BLOB
 from .regions import DEFAULT_REGIONS, RegionSpec, reference_face, region_images, smallest_fraction
@@ -40,17 +40,6 @@ IN_FLIGHT_PER_WORKER = 64
 
 #: Longer side of the thumbnail stored per reference (evidence pages show it beside the suspect).
 THUMB_SIDE = 256
-
-
-def thumbnail_jpeg(image, side: int = THUMB_SIDE) -> bytes:
-    """A small JPEG of ``image`` (same aspect ratio): about 10 KB for a portrait."""
-    import io
-
-    small = image.convert("RGB")
-    small.thumbnail((side, side))
-    buffer = io.BytesIO()
-    small.save(buffer, format="JPEG", quality=80, optimize=True)
-    return buffer.getvalue()
 
 
 @dataclass(frozen=True)
@@ -85,7 +74,7 @@ class Preparer:
         digest = digest or loaded.sha256 or hashlib.sha256(loaded.image.tobytes()).hexdigest()
         width, height = loaded.original_size
         blobs = reference_blobs(loaded.image) if self.verification else {}
-        blobs[THUMB_BLOB] = thumbnail_jpeg(loaded.image)
+        blobs[THUMB_BLOB] = thumbnail_jpeg(loaded.image, THUMB_SIDE)
         return PreparedReference(record, digest, width=width, height=height, arrays=self.region_arrays(loaded.image),
                                  blobs=blobs, seconds=time.perf_counter() - started)
 

@@ -131,9 +131,8 @@ class ShardedIndex:
         for engine in self.engines:
             engine._follow_writers()
         options = options or self.query_options()
-        wanted = options.sources if options.verify else options.sources - {"keypoints"}
-        names = [name for name in self.engines[0]._sources if name in wanted]
-        sources = [_Source(name, [engine._sources[name] for engine in self.engines]) for name in names]
+        # run_queries keeps the sources the options ask for, as for one index
+        sources = [_Source(name, [engine._sources[name] for engine in self.engines]) for name in self.engines[0]._sources]
         store = _Store([engine._store for engine in self.engines])
         return run_queries(store, self.embedder, sources, images, top_k, options, errors)
 

@@ -51,7 +51,7 @@ def scan_source(source: str | os.PathLike) -> list[SourceRecord]:
         if rows and "path" not in rows[0][1]:  # img2dataset's layout: key + url, files beside
             return img2dataset.scan_table(source_path, [row for _, row in rows])
     elif suffix in (".jsonl", ".ndjson"):
-        rows = _read_jsonl(source_path)
+        rows = read_jsonl(source_path)
     else:
         raise ManifestError(f"{source}: a source must be a folder, a .csv or .jsonl manifest, "
                             "or img2dataset output (.tar shards, .parquet)")
@@ -83,7 +83,8 @@ def _read_csv(path: Path) -> list[tuple[int, dict[str, Any]]]:
         raise ManifestError(f"{path}: cannot read manifest ({exc})") from None
 
 
-def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
+def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-empty line of a JSON-lines file; ManifestError otherwise."""
     rows = []
     try:
         with open(path, encoding="utf-8") as handle:

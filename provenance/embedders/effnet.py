@@ -67,7 +67,7 @@ class EfficientNetLite0Embedder(Embedder):
                 from .onnx_runtime import OnnxForward
 
                 model = build_lite0_model(self.weights_path, self.preprocessing.size)
-                module = _Pooled(model, self.gem_p, self.layer).eval()
+                module = _pooled_module(model, self.gem_p, self.layer).eval()
                 key = f"{self.fingerprint}|{weights_file(self.weights_path)}"
                 self._onnx = OnnxForward(module, self.preprocessing.size, key, self.onnx_cache, torch.get_num_threads())
         return self._onnx
@@ -91,25 +91,20 @@ class EfficientNetLite0Embedder(Embedder):
         return l2_normalise(np.concatenate(pooled))
 
 
-def _pooled_class():
+def _pooled_module(model, p: float, layer: str):
+    """Model and GeM pooling as one torch module (what the ONNX export holds)."""
     import torch
 
-    class Pooled(torch.nn.Module):
-        """Model and GeM pooling as one module (what the ONNX export holds)."""
-
-        def __init__(self, model, p: float, layer: str):
+    class Pooled(torch.nn.Module):  # defined here: importing this module must not import torch
+        def __init__(self):
             super().__init__()
-            self.model, self.p, self.layer = model, p, layer
+            self.model = model
 
         def forward(self, tensor):
-            features = self.model.forward_features(tensor) if self.layer == "head" else _blocks_output(self.model, tensor)
-            return gem(features, self.p)
+            features = self.model.forward_features(tensor) if layer == "head" else _blocks_output(self.model, tensor)
+            return gem(features, p)
 
-    return Pooled
-
-
-def _Pooled(model, p: float, layer: str):
-    return _pooled_class()(model, p, layer)
+    return Pooled()
 
 
 def _to_tensor(batch: np.ndarray, pre: Preprocessing):

@@ -4,6 +4,6 @@ Self-contained HTML (pictures embedded, no network needed to open them). Above t
 it reads results and the references' stored thumbnails, never the index files.
 """
 
-from .evidence import describe_transform, evidence_html, explain, write_evidence_page
+from .evidence import describe_transform, evidence_html, explain, read_query_results, write_evidence_page
 
-__all__ = ["describe_transform", "evidence_html", "explain", "write_evidence_page"]
+__all__ = ["describe_transform", "evidence_html", "explain", "read_query_results", "write_evidence_page"]

@@ -9,6 +9,7 @@ subject, source and date added, and the runners-up. A non-copy says plainly why 
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -16,9 +17,10 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from ..errors import ImageLoadError
+from ..errors import BadInputError, ImageLoadError
 from ..imageio import ImageSource, load_image
 from ..imagelimits import DEFAULT_LIMITS, ImageLimits
+from ..index.manifest import atomic_write_bytes
 from ..results import VERDICT_COPY, VERDICT_SIMILAR, Match, QueryResult
 from .page import FOOTPRINT_COLOUR, MATCH_COLOUR, data_uri, document, esc, jpeg_uri, picture, polygon, rect, verdict_badge
 
@@ -48,7 +50,7 @@ def describe_transform(match: Match) -> str:
         words.append("stretched")
     elif match.transform.model == "affine":
         words.append("skewed")
-    view = (match.query_view or "").rstrip("0123456789").removesuffix("-inner").rstrip("0123456789")
+    view = re.match(r"[a-z]*", match.query_view or "").group()  # photo1-inner -> photo, circle0 -> circle
     if view in VIEW_WORDS:
         words.append(VIEW_WORDS[view])
     return ", ".join(words)
@@ -125,7 +127,7 @@ def reference_picture(references: Any, match: Match) -> str | None:
 def _suspect_figure(result: QueryResult, image: Image.Image | None, best: Match | None) -> str:
     uri, frame, shapes = None, result.query_size, []
     if image is not None:
-        uri, _ = data_uri(image)
+        uri = data_uri(image)
         frame = frame or image.size
     if best is not None and best.verdict == VERDICT_COPY:
         shared = shared_part_on_query(best)
@@ -218,6 +220,22 @@ def evidence_html(results: Sequence[QueryResult], references: Any,
     return document(title, body)
 
 
+def read_query_results(path: str | os.PathLike) -> list[QueryResult]:
+    """The results saved by ``provenance query --json`` (lines with an ``error`` are left out);
+    a line that is not such output is a BadInputError naming it."""
+    from ..sources import read_jsonl
+
+    results = []
+    for number, row in read_jsonl(Path(path)):
+        if "error" in row:
+            continue
+        try:
+            results.append(QueryResult.from_dict(row))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BadInputError(f"{path}:{number}: not a `provenance query --json` line ({exc!r})") from None
+    return results
+
+
 def write_evidence_page(out: str | os.PathLike, results: Iterable[QueryResult], references: Any,
                         images: dict[str, ImageSource] | None = None, limits: ImageLimits = DEFAULT_LIMITS) -> Path:
     """Write the evidence page for ``results`` to ``out``; suspects are read from ``images[result.query]``
@@ -227,7 +245,5 @@ def write_evidence_page(out: str | os.PathLike, results: Iterable[QueryResult], 
                          lambda result: query_picture(sources.get(result.query, result.query), limits))
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(page, encoding="utf-8")
-    os.replace(temporary, path)
+    atomic_write_bytes(path, page.encode("utf-8"))
     return path

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from typing import Iterable, Sequence
 
 from PIL import Image
+
+from ..imageio import thumbnail_jpeg
 
 #: Longer side of a picture on a page, in pixels.
 PICTURE_SIDE = 320
@@ -53,13 +54,9 @@ def esc(value: object) -> str:
     return "" if value is None else html.escape(str(value), quote=True)
 
 
-def data_uri(image: Image.Image, side: int = PICTURE_SIDE, quality: int = 82) -> tuple[str, tuple[int, int]]:
-    """A JPEG ``data:`` URI of ``image`` shrunk to ``side``, and the shrunk size."""
-    small = image.convert("RGB")
-    small.thumbnail((side, side))
-    buffer = io.BytesIO()
-    small.save(buffer, format="JPEG", quality=quality)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"), small.size
+def data_uri(image: Image.Image, side: int = PICTURE_SIDE) -> str:
+    """A JPEG ``data:`` URI of ``image`` shrunk to fit ``side``."""
+    return jpeg_uri(thumbnail_jpeg(image, side, quality=82))
 
 
 def jpeg_uri(data: bytes) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..imagelimits import DEFAULT_LIMITS, ImageLimits
+from ..index.manifest import atomic_write_bytes
 from ..results import Match
 from .evidence import describe_transform, query_picture, shared_part_on_query
 from .page import MATCH_COLOUR, SORT_AND_FILTER_SCRIPT, data_uri, document, esc, jpeg_uri, picture, rect, verdict_badge
@@ -35,7 +36,7 @@ class _Pictures:
     def suspect(self, key: str) -> str | None:
         if key not in self._suspects:
             image = query_picture(self.files.get(key), self.limits)
-            self._suspects[key] = data_uri(image, SUMMARY_PICTURE_SIDE)[0] if image is not None else None
+            self._suspects[key] = data_uri(image, SUMMARY_PICTURE_SIDE) if image is not None else None
         return self._suspects[key]
 
     def reference(self, ref_id: int) -> str | None:
@@ -73,9 +74,7 @@ def _reference_cell(best: Match, pictures: _Pictures) -> str:
 
 
 def _victim_row(line: dict[str, Any], pictures: _Pictures) -> str:
-    best = Match.from_dict(line["matches"][0])
-    if line["verdict"] == "owner":
-        best = Match.from_dict({**line["matches"][0], "verdict": "owner"})
+    best = Match.from_dict({**line["matches"][0], "verdict": line["verdict"]})
     done = describe_transform(best) if line["verdict"] in ("copy", "owner") else "no shared pixels proven"
     if line["verdict"] == "owner":
         done = "the victim's own account (allowlisted)"
@@ -193,7 +192,5 @@ def write_scan_summary(out: str | os.PathLike, lines: Sequence[dict[str, Any]], 
                        references: Any, limits: ImageLimits | None = None) -> Path:
     """Write :func:`scan_summary_html` to ``out`` atomically."""
     path = Path(out)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(scan_summary_html(lines, groups, references, limits), encoding="utf-8")
-    os.replace(temporary, path)
+    atomic_write_bytes(path, scan_summary_html(lines, groups, references, limits).encode("utf-8"))
     return path

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import BadInputError, ImageLoadError, IndexLockedError
-from ..results import VERDICT_COPY, VERDICT_NO_MATCH, VERDICT_SIMILAR
+from ..index.manifest import atomic_write_bytes
+from ..results import VERDICT_COPY
 from ..search.batch import DEFAULT_BATCH, query_stream
 from .links import link_suspects
 from .suspects import Suspect, is_owner, read_allowlist, read_suspects, suspects_fingerprint
@@ -181,9 +182,7 @@ def _check_state(out: Path, settings: dict[str, Any], restart: bool) -> None:
 
 
 def _write_json(path: Path, value: Any) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(value, indent=1, ensure_ascii=False), encoding="utf-8")
-    os.replace(temporary, path)
+    atomic_write_bytes(path, json.dumps(value, indent=1, ensure_ascii=False).encode("utf-8"))
 
 
 class _exclusive:
@@ -205,5 +204,4 @@ class _exclusive:
         self.handle.close()
 
 
-__all__ = ["ScanSummary", "run_scan", "read_results", "result_line", "VERDICT_OWNER", "VERDICT_ERROR",
-           "VERDICT_COPY", "VERDICT_SIMILAR", "VERDICT_NO_MATCH"]
+__all__ = ["ScanSummary", "run_scan", "read_results", "result_line", "VERDICT_OWNER", "VERDICT_ERROR"]

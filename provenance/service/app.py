@@ -8,12 +8,13 @@ unusable index 503.
 """
 
 import asyncio
+import dataclasses
 import hmac
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ImageLoadError, IndexStoreError, ProvenanceError
+from ..errors import ImageLoadError, IndexStoreError
 from ..imagelimits import DEFAULT_LIMITS, ImageLimits
 from ..search.batch import query_stream
 from .gate import Overloaded, QueryGate
@@ -157,11 +158,7 @@ def _run_and_release(gate: QueryGate, query):
 def _named(name: str, outcome: Any) -> Any:
     if isinstance(outcome, ImageLoadError):
         return ImageLoadError(name, outcome.reason)
-    if isinstance(outcome, ProvenanceError):
-        return outcome
-    from dataclasses import replace
-
-    return replace(outcome, query=name)
+    return dataclasses.replace(outcome, query=name)
 
 
 def _key_matches(request, expected: str) -> bool:
