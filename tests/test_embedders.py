@@ -160,13 +160,14 @@ def test_a_checkpoint_carrying_code_is_refused_unrun(tmp_path):
     assert not marker.exists()
 
 
-def test_onnx_runtime_matches_torch_and_is_cached(effnet, tmp_path):
-    pytest.importorskip("onnxruntime")
+def test_onnx_runtime_matches_torch_and_is_cached(tmp_path):
+    torch_model = create_embedder("effnet-lite0", runtime="torch")
     onnx = create_embedder("effnet-lite0", runtime="onnx", onnx_cache=str(tmp_path))
-    assert onnx.fingerprint == effnet.fingerprint  # same vectors to rounding: indexes stay compatible
+    assert onnx.fingerprint == torch_model.fingerprint  # same vectors to rounding: indexes stay compatible
     images = [synthetic_photo(seed, size=(200 + 20 * seed, 180)) for seed in range(6)]
-    expected, got = effnet.embed(images), onnx.embed(images)
+    expected, got = torch_model.embed(images), onnx.embed(images)
     assert got.shape == expected.shape and np.all((expected * got).sum(axis=1) >= 1 - 1e-4)
+    assert (torch_model.active_runtime, onnx.active_runtime) == ("torch", "onnx")
     (exported,) = tmp_path.glob("*.onnx")
     stamp = exported.stat().st_mtime_ns
     again = create_embedder("effnet-lite0", runtime="onnx", onnx_cache=str(tmp_path))
@@ -174,3 +175,39 @@ def test_onnx_runtime_matches_torch_and_is_cached(effnet, tmp_path):
     assert exported.stat().st_mtime_ns == stamp  # loaded, not exported again
     with pytest.raises(BadInputError, match="runtime must be"):
         create_embedder("effnet-lite0", runtime="tensorflow")
+
+
+def test_onnx_threads_follow_torch_and_stay_off_idle_cores(tmp_path):
+    import torch
+
+    onnx = create_embedder("effnet-lite0", runtime="onnx", onnx_cache=str(tmp_path))
+    images = [synthetic_photo(seed) for seed in range(3)]
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = onnx.embed(images)
+        torch.set_num_threads(2)
+        two = onnx.embed(images)
+    finally:
+        torch.set_num_threads(previous)
+    sessions = onnx._onnx._sessions
+    assert {1, 2} <= set(sessions)
+    for threads in (1, 2):
+        assert sessions[threads].get_session_options().intra_op_num_threads == threads
+    assert np.allclose(one, two, atol=1e-5)
+
+
+def test_auto_runtime_is_onnx_by_default_and_falls_back_to_torch(tmp_path, effnet):
+    images = [synthetic_photo(seed) for seed in range(2)]
+    assert effnet.runtime == "auto"
+    effnet.embed(images[:1])
+    assert effnet.active_runtime == "onnx", effnet.onnx_unavailable
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")  # the export cannot be kept here
+    fallback = create_embedder("effnet-lite0", onnx_cache=str(blocked))
+    assert fallback.active_runtime is None  # not decided before the first forward
+    vectors = fallback.embed(images)
+    assert fallback.active_runtime == "torch" and "cannot keep the ONNX export" in fallback.onnx_unavailable
+    assert np.all((vectors * effnet.embed(images)).sum(axis=1) >= 1 - 1e-4)
+    with pytest.raises(EmbedderUnavailableError, match="cannot keep the ONNX export"):
+        create_embedder("effnet-lite0", runtime="onnx", onnx_cache=str(blocked)).embed(images)

@@ -22,6 +22,7 @@ FORWARD_BATCH = 4
 # feature map -> channels; "head" is the 1280-channel map after conv_head, "blocks" the
 # 320-channel output of the last inverted-residual stage (less class-specific).
 _LAYER_CHANNELS = {"head": 1280, "blocks": 320}
+RUNTIMES = ("auto", "torch", "onnx")
 
 
 class EfficientNetLite0Embedder(Embedder):
@@ -30,17 +31,20 @@ class EfficientNetLite0Embedder(Embedder):
     name = "effnet-lite0"
 
     def __init__(self, image_size: int = 224, gem_p: float = 3.0, layer: str = "head", weights: str | None = None,
-                 runtime: str = "torch", onnx_cache: str | None = None):
+                 runtime: str = "auto", onnx_cache: str | None = None):
         if layer not in _LAYER_CHANNELS:
             raise ValueError(f"layer must be one of {sorted(_LAYER_CHANNELS)}")
-        if runtime not in ("torch", "onnx"):
-            raise ValueError("runtime must be 'torch' or 'onnx'")
-        #: the forward pass: torch, or ONNX Runtime on an export of the same model (vectors
-        #: within 1e-4 cosine, checked at load); not part of the fingerprint, as the
-        #: vectors are the same to float rounding
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}")
+        #: the forward pass: torch, ONNX Runtime on an export of the same model (vectors
+        #: within 1e-4 cosine, checked at load), or "auto": ONNX Runtime where it is installed
+        #: and the export passes its check, else torch. Not part of the fingerprint, as the
+        #: vectors are the same to float rounding.
         self.runtime = runtime
         self.onnx_cache = onnx_cache
         self._onnx = None
+        #: why "auto" fell back to torch (None: it did not, or has not been decided yet)
+        self.onnx_unavailable: str | None = None
         self.dim = _LAYER_CHANNELS[layer]
         self.layer = layer
         self.gem_p = float(gem_p)
@@ -59,28 +63,49 @@ class EfficientNetLite0Embedder(Embedder):
                 self._model = build_lite0_model(self.weights_path, self.preprocessing.size)
         return self._model
 
+    @property
+    def active_runtime(self) -> str | None:
+        """The runtime the forward pass uses ("torch" or "onnx"); None until the first forward under "auto"."""
+        if self.runtime != "auto":
+            return self.runtime
+        if self._onnx is not None:
+            return "onnx"
+        return "torch" if self.onnx_unavailable is not None else None
+
     def _load_onnx(self):
+        """The ONNX forward, or None when "auto" falls back to torch."""
         with self._lock:
-            if self._onnx is None:
-                import torch
-
-                from .onnx_runtime import OnnxForward
-
-                model = build_lite0_model(self.weights_path, self.preprocessing.size)
-                module = _pooled_module(model, self.gem_p, self.layer).eval()
-                key = f"{self.fingerprint}|{weights_file(self.weights_path)}"
-                self._onnx = OnnxForward(module, self.preprocessing.size, key, self.onnx_cache, torch.get_num_threads())
+            if self._onnx is None and self.onnx_unavailable is None:
+                try:
+                    self._onnx = self._export_onnx()
+                except EmbedderUnavailableError as exc:
+                    if self.runtime == "onnx":
+                        raise
+                    self.onnx_unavailable = str(exc)
         return self._onnx
+
+    def _export_onnx(self):
+        import torch
+
+        from .onnx_runtime import OnnxForward
+
+        model = build_lite0_model(self.weights_path, self.preprocessing.size)
+        module = _pooled_module(model, self.gem_p, self.layer, self.preprocessing).eval()
+        key = f"{self.fingerprint}|{weights_file(self.weights_path)}|uint8-nhwc"
+        size = self.preprocessing.size
+        probe = np.random.default_rng(0).integers(0, 256, (3, size, size, 3), dtype=np.uint8)
+        # the thread count follows torch's, which the reindex lowers beside its decode workers
+        return OnnxForward(module, probe, key, self.onnx_cache, torch.get_num_threads)
 
     def embed_arrays(self, batch: np.ndarray) -> np.ndarray:
         import torch
 
         if len(batch) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        if self.runtime == "onnx":
-            forward = self._load_onnx()
-            tensor = _to_tensor(batch, self.preprocessing).contiguous().numpy()
-            return l2_normalise(forward(tensor).astype(np.float32))
+        onnx = self._load_onnx() if self.runtime != "torch" else None
+        if onnx is not None:
+            # the exported graph normalises the uint8 pixels itself, off the Python path
+            return l2_normalise(onnx(np.ascontiguousarray(batch, dtype=np.uint8)).astype(np.float32))
         model = self._load()
         pooled = []
         with torch.inference_mode():
@@ -91,16 +116,19 @@ class EfficientNetLite0Embedder(Embedder):
         return l2_normalise(np.concatenate(pooled))
 
 
-def _pooled_module(model, p: float, layer: str):
-    """Model and GeM pooling as one torch module (what the ONNX export holds)."""
+def _pooled_module(model, p: float, layer: str, pre: Preprocessing):
+    """Normalisation, model and GeM pooling as one torch module on uint8 NHWC pixels (what the ONNX export holds)."""
     import torch
 
     class Pooled(torch.nn.Module):  # defined here: importing this module must not import torch
         def __init__(self):
             super().__init__()
             self.model = model
+            self.register_buffer("mean", torch.tensor(pre.mean).view(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor(pre.std).view(1, 3, 1, 1))
 
-        def forward(self, tensor):
+        def forward(self, pixels):
+            tensor = (pixels.permute(0, 3, 1, 2).float() / 255.0 - self.mean) / self.std
             features = self.model.forward_features(tensor) if layer == "head" else _blocks_output(self.model, tensor)
             return gem(features, p)
 

@@ -1,17 +1,18 @@
 """ONNX Runtime as the forward pass of a torch embedder: exported at first use, checked, cached.
 
-The torch module (model and pooling) is exported once to ONNX (``torch.onnx``), and the
-file is kept in ``cache_dir`` under a name made of what determines it (weights, input size,
+The torch module (pixel normalisation, model and pooling) is exported once to ONNX (``torch.onnx``), and the
+file is kept in ``cache_dir`` under a name made of what determines it (weights, input shape and type,
 torch version), so later processes load it directly. Before it is used, its outputs on a
 fixed probe batch must match torch's to :data:`MAX_COSINE_GAP`; otherwise it is refused
-(:class:`~provenance.errors.EmbedderUnavailableError`). Needs the ``[onnx]`` extra.
+(:class:`~provenance.errors.EmbedderUnavailableError`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+import threading
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,42 +27,75 @@ ONNX_BATCH = 16
 
 
 class OnnxForward:
-    """Runs an exported copy of ``module`` (input: normalised NCHW float32; output: pooled features)."""
+    """Runs an exported copy of ``module``, whose input is shaped and typed as ``probe``.
 
-    def __init__(self, module: Any, image_size: int, key: str, cache_dir: str | None, threads: int):
+    ``threads`` is asked at every call for the intra-op thread count to use.
+    """
+
+    def __init__(self, module: Any, probe: np.ndarray, key: str, cache_dir: str | None,
+                 threads: Callable[[], int]):
         try:
             import onnxruntime
         except ImportError:
-            raise EmbedderUnavailableError("runtime=onnx needs onnxruntime: pip install -e '.[onnx]'") from None
-        path = _exported(module, image_size, key, cache_dir)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = max(1, threads)
+            raise EmbedderUnavailableError("runtime=onnx needs onnxruntime, a dependency of provenance: pip install onnxruntime onnx") from None
+        self._onnxruntime = onnxruntime
+        self.path = _exported(module, probe, key, cache_dir)
+        self._threads = threads
+        self._sessions: dict[int, Any] = {}
+        self._lock = threading.Lock()
+        _check_against_torch(module, self, probe)
+
+    def session(self) -> Any:
+        """The session for the thread count asked for now (one per count: ORT fixes it at creation)."""
+        threads = max(1, int(self._threads()))
+        with self._lock:
+            if threads not in self._sessions:
+                self._sessions[threads] = self._new_session(threads)
+            return self._sessions[threads]
+
+    def _new_session(self, threads: int) -> Any:
+        options = self._onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.path = path
-        _check_against_torch(module, self, image_size)
+        # Idle threads that spin take the cores from the decode workers beside them.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.graph_optimization_level = self._onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        return self._onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, tensor: np.ndarray) -> np.ndarray:
-        outputs = [self.session.run(None, {"input": np.ascontiguousarray(tensor[start : start + ONNX_BATCH])})[0]
+        session = self.session()
+        outputs = [session.run(None, {"input": np.ascontiguousarray(tensor[start : start + ONNX_BATCH])})[0]
                    for start in range(0, len(tensor), ONNX_BATCH)]
         return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
 
 
-def _exported(module: Any, image_size: int, key: str, cache_dir: str | None) -> Path:
+def default_cache_dir() -> Path:
+    """Where exports are kept unless a folder is given: the user's cache (``$XDG_CACHE_HOME``
+    or ``~/.cache``), not a shared temporary folder where another user could plant a file."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "provenance" / "onnx"
+
+
+def _exported(module: Any, probe: np.ndarray, key: str, cache_dir: str | None) -> Path:
     import torch
 
-    folder = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "provenance-onnx"
-    folder.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256(f"{key}|{image_size}|{torch.__version__}".encode()).hexdigest()[:16]
+    folder = Path(cache_dir) if cache_dir else default_cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EmbedderUnavailableError(f"cannot keep the ONNX export in {folder}: {exc.strerror}") from None
+    digest = hashlib.sha256(f"{key}|{probe.shape[1:]}|{probe.dtype}|{torch.__version__}".encode()).hexdigest()[:16]
     path = folder / f"{digest}.onnx"
     if path.exists():
         return path
-    example = torch.zeros(2, 3, image_size, image_size)
+    example = torch.from_numpy(probe[:2].copy())
     temporary = folder / f"{digest}.{os.getpid()}.tmp"
     try:
-        torch.onnx.export(module, (example,), str(temporary), input_names=["input"], output_names=["pooled"],
-                          dynamic_axes={"input": {0: "n"}, "pooled": {0: "n"}}, opset_version=17, dynamo=False)
+        with warnings.catch_warnings():
+            # the TorchScript exporter is deprecated but needs no onnxscript; its warnings are not the user's
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(module, (example,), str(temporary), input_names=["input"], output_names=["pooled"],
+                              dynamic_axes={"input": {0: "n"}, "pooled": {0: "n"}}, opset_version=17, dynamo=False)
         os.replace(temporary, path)  # whole or absent: a concurrent process may export the same file
     except Exception as exc:
         temporary.unlink(missing_ok=True)
@@ -69,10 +103,9 @@ def _exported(module: Any, image_size: int, key: str, cache_dir: str | None) -> 
     return path
 
 
-def _check_against_torch(module: Any, forward: Callable[[np.ndarray], np.ndarray], image_size: int) -> None:
+def _check_against_torch(module: Any, forward: Callable[[np.ndarray], np.ndarray], probe: np.ndarray) -> None:
     import torch
 
-    probe = np.random.default_rng(0).normal(0, 1, size=(3, 3, image_size, image_size)).astype(np.float32)
     with torch.inference_mode():
         expected = module(torch.from_numpy(probe)).float().numpy()
     got = forward(probe)
