@@ -359,6 +359,7 @@ def main() -> None:
 
 
 def _out_of_memory(detail: str) -> None:
-    typer.echo(f"error: out of memory{detail}. A provenance process needs about 1.2 GiB resident and, with the "
-               "pinned PyTorch build, an address-space limit (ulimit -v) of at least 5 GiB", err=True)
+    typer.echo(f"error: out of memory{detail}. A provenance process needs about 1.2 GiB resident; one that loads the "
+               "pinned PyTorch build (reindex, runtime=torch) needs an address-space limit (ulimit -v) of at least 5 GiB",
+               err=True)
     sys.exit(EXIT_OUT_OF_MEMORY)

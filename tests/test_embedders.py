@@ -211,3 +211,23 @@ def test_auto_runtime_is_onnx_by_default_and_falls_back_to_torch(tmp_path, effne
     assert np.all((vectors * effnet.embed(images)).sum(axis=1) >= 1 - 1e-4)
     with pytest.raises(EmbedderUnavailableError, match="cannot keep the ONNX export"):
         create_embedder("effnet-lite0", runtime="onnx", onnx_cache=str(blocked)).embed(images)
+
+
+def test_a_checked_export_loads_in_a_process_without_torch(tmp_path):
+    import subprocess
+    import sys
+
+    create_embedder("effnet-lite0", runtime="onnx", onnx_cache=str(tmp_path)).embed([synthetic_photo(1)])
+    script = ("import sys, numpy as np; from provenance.embedders import create_embedder; "
+              f"e = create_embedder('effnet-lite0', runtime='onnx', onnx_cache={str(tmp_path)!r}); "
+              "v = e.embed_arrays(np.zeros((2, 224, 224, 3), np.uint8)); "
+              "print(v.shape, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["(2,", "1280)", "False"]
+    # a damaged cached export no longer matches its digest: it is exported and checked again
+    (exported,) = tmp_path.glob("*.onnx")
+    exported.write_bytes(exported.read_bytes()[:1000])
+    again = create_embedder("effnet-lite0", runtime="onnx", onnx_cache=str(tmp_path))
+    assert again.embed([synthetic_photo(1)]).shape == (1, 1280)
+    assert exported.stat().st_size > 1000

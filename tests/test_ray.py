@@ -10,8 +10,9 @@ pytest.importorskip("pyarrow")
 
 from provenance import Engine  # noqa: E402
 from provenance.distributed import RayRunner  # noqa: E402
-from provenance.distributed.ray_runner import (_run_pipeline, _record_row, done_positions,  # noqa: E402
-                                               shard_folder)
+from provenance.distributed.ray_runner import (ShardReader, _record_row, _run_pipeline, _write_shard,  # noqa: E402
+                                               done_positions, shard_folder)
+from provenance.sources import SourceRecord  # noqa: E402
 from provenance.index.store import KEYPOINTS_BLOB, PDQ_BLOB, THUMB_BLOB  # noqa: E402
 from provenance.sources import scan_source  # noqa: E402
 
@@ -88,9 +89,30 @@ def test_a_rerun_after_a_killed_job_skips_the_shards_already_written(local_ray, 
         # what a job killed after its first shards leaves behind: some records prepared and embedded
         first = [_record_row(position, record) for position, record in enumerate(records[:4])]
         preparer = distributed._preparer()
-        _run_pipeline(local_ray, first, preparer, dict(distributed._store.manifest.embedder), shards, None, 4, 0, 1)
+        for _ in _run_pipeline(local_ray, first, preparer, dict(distributed._store.manifest.embedder), shards, None, 4, 0, 1):
+            pass
         assert done_positions(shards) == {0, 1, 2, 3}
         reported = []
         distributed.reindex(folder, runner=RayRunner(None, progress=lambda done, total: reported.append(done)))
     assert reported[0] > 4 and reported[-1] == len(records)  # counted from the 4 already done
     assert_same_index(tmp_path / "local", tmp_path / "ray")
+
+
+def test_the_driver_merges_each_reference_once_every_earlier_one_is_in(tmp_path):
+    def write(positions):
+        rows = {"record": [_record_row(p, SourceRecord(f"p{p}.jpg", f"/x/p{p}.jpg"))["record"] for p in positions],
+                "sha256": [""] * len(positions), "width": [0] * len(positions), "height": [0] * len(positions),
+                "error": [f"bad {p}" for p in positions], "known": [False] * len(positions),
+                "blobs": [b""] * len(positions), "regions": ["[]"] * len(positions)}
+        _write_shard(tmp_path, list(positions), rows, [b""] * len(positions), 4)
+
+    reader = ShardReader(tmp_path)
+    write([2, 3])  # a later block finished first: it waits
+    assert list(reader.ready()) == []
+    write([0, 1])
+    assert [item.error for item in reader.ready()] == ["bad 0", "bad 1", "bad 2", "bad 3"]
+    write([6])
+    assert list(reader.ready()) == []
+    write([4])
+    assert [item.error for item in reader.ready()] == ["bad 4"]
+    assert [item.error for item in reader.rest()] == ["bad 6"]  # the job is over: what remains, in order

@@ -155,14 +155,41 @@ def done_positions(folder: Path) -> set[int]:
 
 def read_shards(folder: Path) -> Iterator[PreparedReference]:
     """Every shard's references in input order, embedded (vectors set) or failed."""
-    import pyarrow.parquet as pq
+    yield from ShardReader(folder).rest()
 
-    rows: dict[int, dict[str, Any]] = {}
-    for shard in sorted(folder.glob("shard-*.parquet")):
-        for row in pq.read_table(shard).to_pylist():
-            rows.setdefault(row["position"], row)
-    for position in sorted(rows):
-        yield _prepared_of(rows.pop(position))
+
+class ShardReader:
+    """Hands over the shards' references in input order as soon as every earlier one is in.
+
+    The driver merges while the cluster still prepares and embeds, instead of after it.
+    Blocks may finish out of order; rows wait here until the positions before them arrive.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.next_position = 0
+        self._read: set[str] = set()
+        self._rows: dict[int, dict[str, Any]] = {}
+
+    def ready(self) -> Iterator[PreparedReference]:
+        """The references that follow on from those already handed over."""
+        import pyarrow.parquet as pq
+
+        for shard in sorted(self.folder.glob("shard-*.parquet")):
+            if shard.name not in self._read:
+                self._read.add(shard.name)
+                for row in pq.read_table(shard).to_pylist():
+                    if row["position"] >= self.next_position:
+                        self._rows.setdefault(row["position"], row)
+        while self.next_position in self._rows:
+            yield _prepared_of(self._rows.pop(self.next_position))
+            self.next_position += 1
+
+    def rest(self) -> Iterator[PreparedReference]:
+        """Everything not handed over yet, in input order (gaps included: the job is over)."""
+        yield from self.ready()
+        for position in sorted(self._rows):
+            yield _prepared_of(self._rows.pop(position))
 
 
 def _prepared_of(row: dict[str, Any]) -> PreparedReference:
@@ -180,29 +207,32 @@ def _prepared_of(row: dict[str, Any]) -> PreparedReference:
 def run_on_ray(records: list[SourceRecord], preparer: Preparer, embedder_spec: dict[str, Any], folder: Path,
                address: str | None, progress: Callable[[int, int], None] | None = None, actors: int | None = None,
                num_cpus: int | None = None) -> Iterator[PreparedReference]:
-    """Prepare and embed ``records`` on Ray (skipping those already in ``folder``'s shards), then yield
-    every reference from the shards in input order. ``address``: ``auto``, ``host:port``, or None
-    for a local cluster started here (``num_cpus`` cores)."""
+    """Prepare and embed ``records`` on Ray (skipping those already in ``folder``'s shards), and yield
+    every reference from the shards in input order, each as soon as the ones before it are in.
+    ``address``: ``auto``, ``host:port``, or None for a local cluster started here (``num_cpus`` cores)."""
     ray = _ray()
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob("*.tmp"):
         stale.unlink()
     done = done_positions(folder)
     pending = [_record_row(position, record) for position, record in enumerate(records) if position not in done]
+    reader = ShardReader(folder)
     if pending:
         started_here = not ray.is_initialized()
         if started_here:
             kwargs = {"address": address} if address else {"num_cpus": num_cpus}
             ray.init(**kwargs, include_dashboard=False, log_to_driver=False, configure_logging=False)
         try:
-            _run_pipeline(ray, pending, preparer, embedder_spec, folder, progress, len(records), len(done), actors)
+            for _ in _run_pipeline(ray, pending, preparer, embedder_spec, folder, progress, len(records), len(done), actors):
+                yield from reader.ready()
         finally:
             if started_here:
                 ray.shutdown()
-    yield from read_shards(folder)
+    yield from reader.rest()
 
 
-def _run_pipeline(ray, pending, preparer, embedder_spec, folder, progress, total, already, actors) -> None:
+def _run_pipeline(ray, pending, preparer, embedder_spec, folder, progress, total, already, actors) -> Iterator[int]:
+    """Run the distributed stages; yields the count finished after each batch of shards is written."""
     context = ray.data.DataContext.get_current()
     context.execution_options.verbose_progress = False
     context.enable_progress_bars = False
@@ -223,6 +253,7 @@ def _run_pipeline(ray, pending, preparer, embedder_spec, folder, progress, total
         finished += len(batch["position"])
         if progress is not None:
             progress(finished, total)
+        yield finished
 
 
 class RayRunner:

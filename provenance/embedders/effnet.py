@@ -7,6 +7,8 @@ tensors match in shape), so the weights load strictly without any network access
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from typing import Any
 
@@ -85,27 +87,26 @@ class EfficientNetLite0Embedder(Embedder):
         return self._onnx
 
     def _export_onnx(self):
-        import torch
-
         from .onnx_runtime import OnnxForward
 
-        model = build_lite0_model(self.weights_path, self.preprocessing.size)
-        module = _pooled_module(model, self.gem_p, self.layer, self.preprocessing).eval()
+        def pooled_module():
+            model = build_lite0_model(self.weights_path, self.preprocessing.size)
+            return _pooled_module(model, self.gem_p, self.layer, self.preprocessing).eval()
+
         key = f"{self.fingerprint}|{weights_file(self.weights_path)}|uint8-nhwc"
         size = self.preprocessing.size
         probe = np.random.default_rng(0).integers(0, 256, (3, size, size, 3), dtype=np.uint8)
-        # the thread count follows torch's, which the reindex lowers beside its decode workers
-        return OnnxForward(module, probe, key, self.onnx_cache, torch.get_num_threads)
+        return OnnxForward.load(pooled_module, probe, key, self.onnx_cache, _model_threads)
 
     def embed_arrays(self, batch: np.ndarray) -> np.ndarray:
-        import torch
-
         if len(batch) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         onnx = self._load_onnx() if self.runtime != "torch" else None
         if onnx is not None:
             # the exported graph normalises the uint8 pixels itself, off the Python path
             return l2_normalise(onnx(np.ascontiguousarray(batch, dtype=np.uint8)).astype(np.float32))
+        import torch
+
         model = self._load()
         pooled = []
         with torch.inference_mode():
@@ -114,6 +115,15 @@ class EfficientNetLite0Embedder(Embedder):
                 features = model.forward_features(tensor) if self.layer == "head" else _blocks_output(model, tensor)
                 pooled.append(gem(features, self.gem_p).float().numpy())
         return l2_normalise(np.concatenate(pooled))
+
+
+def _model_threads() -> int:
+    """Torch's thread count when torch is loaded (the reindex lowers it beside its decode
+    workers), else every available core, as torch would default to."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return torch.get_num_threads()
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _pooled_module(model, p: float, layer: str, pre: Preprocessing):

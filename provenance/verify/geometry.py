@@ -231,14 +231,10 @@ def _sift_ratio_matches(query: np.ndarray, reference: np.ndarray, ratio: float) 
     One matrix product instead of a brute-force matcher: for unit vectors the squared L2
     distance is ``2 - 2 * dot``, so the two nearest neighbours are the two largest dots.
     """
-    # torch rather than numpy: numpy's BLAS threads would spin beside torch's own pool
-    # (the embedder's), slowing both; torch reuses the pool the forward pass already owns.
-    import torch
+    from ..topk import top_dots
 
-    similarity = torch.from_numpy(query) @ torch.from_numpy(reference).T
-    pair, top2 = torch.topk(similarity, 2, dim=1)
-    distance = torch.sqrt(torch.clamp(2.0 - 2.0 * pair, min=0.0)).numpy()
-    top2 = top2.numpy()
+    pair, top2 = top_dots(query, reference, 2)
+    distance = np.sqrt(np.clip(2.0 - 2.0 * pair, 0.0, None))
     keep = np.flatnonzero(distance[:, 0] < ratio * distance[:, 1])
     return list(zip(distance[keep, 0].tolist(), keep.tolist(), top2[keep, 0].tolist()))
 
