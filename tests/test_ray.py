@@ -104,13 +104,13 @@ def test_the_driver_merges_each_reference_once_every_earlier_one_is_in(tmp_path)
                 "sha256": [""] * len(positions), "width": [0] * len(positions), "height": [0] * len(positions),
                 "error": [f"bad {p}" for p in positions], "known": [False] * len(positions),
                 "blobs": [b""] * len(positions), "regions": ["[]"] * len(positions)}
-        _write_shard(tmp_path, list(positions), rows, [b""] * len(positions), 4)
+        return _write_shard(tmp_path, list(positions), rows, [b""] * len(positions), 4)
 
     reader = ShardReader(tmp_path)
-    write([2, 3])  # a later block finished first: it waits
-    assert list(reader.ready()) == []
-    write([0, 1])
-    assert [item.error for item in reader.ready()] == ["bad 0", "bad 1", "bad 2", "bad 3"]
+    later = write([2, 3])  # a later block finished first: it waits
+    assert list(reader.ready([later])) == []
+    first = write([0, 1])
+    assert [item.error for item in reader.ready([first])] == ["bad 0", "bad 1", "bad 2", "bad 3"]
     write([6])
     assert list(reader.ready()) == []
     write([4])

@@ -19,7 +19,7 @@ import os
 import shutil
 import struct
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -115,11 +115,11 @@ class EmbedAndWrite:
         embed_stage(self.embedder, [item for item in items if item.arrays])
         vectors = [item.vectors.astype(np.float32).tobytes() if item.vectors is not None else b"" for item in items]
         positions = [int(p) for p in batch["position"]]
-        _write_shard(Path(self.shard_dir), positions, batch, vectors, self.embedder.dim)
-        return {"position": positions}
+        name = _write_shard(Path(self.shard_dir), positions, batch, vectors, self.embedder.dim)
+        return {"position": positions, "shard": [name] * len(positions)}
 
 
-def _write_shard(folder: Path, positions: list[int], batch, vectors: list[bytes], dim: int) -> None:
+def _write_shard(folder: Path, positions: list[int], batch, vectors: list[bytes], dim: int) -> str:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -135,6 +135,7 @@ def _write_shard(folder: Path, positions: list[int], batch, vectors: list[bytes]
     temporary = folder / (name + ".tmp")
     pq.write_table(table, temporary)
     os.replace(temporary, folder / name)  # a shard is whole or absent: a killed job never leaves half of one
+    return name
 
 
 def shard_folder(index_dir: Path, source: str | os.PathLike, records: list[SourceRecord], index_id: str) -> Path:
@@ -171,14 +172,16 @@ class ShardReader:
         self._read: set[str] = set()
         self._rows: dict[int, dict[str, Any]] = {}
 
-    def ready(self) -> Iterator[PreparedReference]:
-        """The references that follow on from those already handed over."""
+    def ready(self, shards: Iterable[str] | None = None) -> Iterator[PreparedReference]:
+        """The references that follow on from those already handed over, after reading the
+        named shard files (default: listing the folder, which at millions of shards is slow)."""
         import pyarrow.parquet as pq
 
-        for shard in sorted(self.folder.glob("shard-*.parquet")):
-            if shard.name not in self._read:
-                self._read.add(shard.name)
-                for row in pq.read_table(shard).to_pylist():
+        names = sorted(path.name for path in self.folder.glob("shard-*.parquet")) if shards is None else shards
+        for name in names:
+            if name not in self._read:
+                self._read.add(name)
+                for row in pq.read_table(self.folder / name).to_pylist():
                     if row["position"] >= self.next_position:
                         self._rows.setdefault(row["position"], row)
         while self.next_position in self._rows:
@@ -222,17 +225,19 @@ def run_on_ray(records: list[SourceRecord], preparer: Preparer, embedder_spec: d
         if started_here:
             kwargs = {"address": address} if address else {"num_cpus": num_cpus}
             ray.init(**kwargs, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        yield from reader.ready()  # what an earlier, killed run already wrote
         try:
-            for _ in _run_pipeline(ray, pending, preparer, embedder_spec, folder, progress, len(records), len(done), actors):
-                yield from reader.ready()
+            for written in _run_pipeline(ray, pending, preparer, embedder_spec, folder, progress, len(records), len(done),
+                                         actors):
+                yield from reader.ready(written)
         finally:
             if started_here:
                 ray.shutdown()
     yield from reader.rest()
 
 
-def _run_pipeline(ray, pending, preparer, embedder_spec, folder, progress, total, already, actors) -> Iterator[int]:
-    """Run the distributed stages; yields the count finished after each batch of shards is written."""
+def _run_pipeline(ray, pending, preparer, embedder_spec, folder, progress, total, already, actors) -> Iterator[set[str]]:
+    """Run the distributed stages; yields the names of the shard files each finished batch wrote."""
     context = ray.data.DataContext.get_current()
     context.execution_options.verbose_progress = False
     context.enable_progress_bars = False
@@ -253,7 +258,7 @@ def _run_pipeline(ray, pending, preparer, embedder_spec, folder, progress, total
         finished += len(batch["position"])
         if progress is not None:
             progress(finished, total)
-        yield finished
+        yield {str(name) for name in batch["shard"]}
 
 
 class RayRunner:
