@@ -57,7 +57,9 @@ class OnnxForward:
         """
         path = _cache_path(probe, key, cache_dir)
         if _verified(path):
-            return cls(path, threads)
+            forward = cls(path, threads)
+            forward.session()  # a file ONNX Runtime cannot load fails here, where "auto" can fall back
+            return forward
         module = build_module()
         temporary = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
