@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from .embedders.base import Preprocessing
+from .embedders.base import Preprocessing, available_cores
 from .errors import ImageLoadError
 from .matching import reference_blobs
 from .imageio import ImageSource, load_image, read_source_bytes, thumbnail_jpeg
@@ -147,10 +147,6 @@ def _init_worker(preparer: Preparer) -> None:
 def _prepare_in_worker(record: SourceRecord) -> PreparedReference:
     assert _worker_preparer is not None
     return _worker_preparer(record)
-
-
-def available_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def default_worker_count() -> int:

@@ -154,11 +154,6 @@ def done_positions(folder: Path) -> set[int]:
     return done
 
 
-def read_shards(folder: Path) -> Iterator[PreparedReference]:
-    """Every shard's references in input order, embedded (vectors set) or failed."""
-    yield from ShardReader(folder).rest()
-
-
 class ShardReader:
     """Hands over the shards' references in input order as soon as every earlier one is in.
 

@@ -7,7 +7,6 @@ tensors match in shape), so the weights load strictly without any network access
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EmbedderUnavailableError
-from .base import Embedder, Preprocessing, l2_normalise
+from .base import Embedder, Preprocessing, available_cores, l2_normalise
 
 _TIMM_ARCH = "tf_efficientnet_lite0"
 #: Images per forward pass. On CPU small batches keep the activations in cache: on the
@@ -121,9 +120,7 @@ def _model_threads() -> int:
     """Torch's thread count when torch is loaded (the reindex lowers it beside its decode
     workers), else every available core, as torch would default to."""
     torch = sys.modules.get("torch")
-    if torch is not None:
-        return torch.get_num_threads()
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return torch.get_num_threads() if torch is not None else available_cores()
 
 
 def _pooled_module(model, p: float, layer: str, pre: Preprocessing):

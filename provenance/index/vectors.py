@@ -274,4 +274,3 @@ def build_approximate(dim: int, directory: Path, stem: str, chunks, count: int) 
               "training_vectors": len(training), "trained_at": time.time(),
               "build_seconds": round(time.perf_counter() - started, 1)}
     return VectorIndex(dim, index, rerank=rows, params=params)
-
