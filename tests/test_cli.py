@@ -211,3 +211,28 @@ def test_reindex_and_query_with_a_local_clip_checkpoint(tmp_path, photo_folder, 
     assert unknown.exit_code == 3 and "rejected its options" in unknown.output
     missing = runner.invoke(app, ["reindex", str(photo_folder), "-i", str(tmp_path / "y"), "--embedder", "clip"])
     assert missing.exit_code == 5 and "pretrained" in missing.output
+
+
+def test_reindex_on_a_ray_cluster_that_is_not_there_says_what_to_do(tmp_path, photo_folder):
+    import socket
+
+    pytest.importorskip("ray")
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = runner.invoke(app, ["reindex", str(photo_folder), "-i", str(tmp_path / "i"), "-q", "--ray", f"127.0.0.1:{port}"])
+    assert result.exit_code == 3, result.output  # bad input, as a missing source
+    assert "ray start --head" in result.output and "--ray local" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_ray_auto_without_a_cluster_is_a_user_error():
+    from provenance.distributed.ray_runner import _connect
+    from provenance.errors import BadInputError
+
+    class NoCluster:
+        def init(self, **_):
+            raise ConnectionError("Could not find any running Ray instance.")
+
+    with pytest.raises(BadInputError, match="ray start --head"):
+        _connect(NoCluster(), "auto", None)

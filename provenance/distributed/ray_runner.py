@@ -202,6 +202,36 @@ def _prepared_of(row: dict[str, Any]) -> PreparedReference:
                              blobs=unpack_blobs(row["blobs"]), vectors=vectors, regions=regions)
 
 
+def _connect(ray, address: str | None, num_cpus: int | None) -> None:
+    """Join the cluster at ``address`` (or start one here when None); a cluster that is not
+    there is the user's to start, so it gets one line saying how, not Ray's traceback."""
+    kwargs = {"address": address} if address else {"num_cpus": num_cpus}
+    if address and address != "auto":
+        _check_reachable(address)
+    try:
+        ray.init(**kwargs, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    except ConnectionError as exc:
+        where = "on this machine" if address == "auto" else f"at {address}"
+        raise BadInputError(f"no running Ray cluster {where} ({' '.join(str(exc).split())[:160]}); start one with "
+                            "'ray start --head' (and 'ray start --address HEAD:6379' on the other machines), "
+                            "or use --ray local for a cluster started for this job") from None
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Refuse a HOST:PORT where nothing listens at once (Ray itself retries it for minutes)."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            return
+    except ValueError:
+        raise BadInputError(f"--ray {address}: expected 'auto', 'local' or HOST:PORT") from None
+    except OSError as exc:
+        raise BadInputError(f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one there with "
+                            "'ray start --head', or use --ray local for a cluster started for this job") from None
+
+
 def run_on_ray(records: list[SourceRecord], preparer: Preparer, embedder_spec: dict[str, Any], folder: Path,
                address: str | None, progress: Callable[[int, int], None] | None = None, actors: int | None = None,
                num_cpus: int | None = None) -> Iterator[PreparedReference]:
@@ -218,8 +248,7 @@ def run_on_ray(records: list[SourceRecord], preparer: Preparer, embedder_spec: d
     if pending:
         started_here = not ray.is_initialized()
         if started_here:
-            kwargs = {"address": address} if address else {"num_cpus": num_cpus}
-            ray.init(**kwargs, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            _connect(ray, address, num_cpus)
         yield from reader.ready()  # what an earlier, killed run already wrote
         try:
             for written in _run_pipeline(ray, pending, preparer, embedder_spec, folder, progress, len(records), len(done),
