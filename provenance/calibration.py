@@ -38,16 +38,19 @@ class CalibrationReport:
     seconds: float = 0.0
 
 
-def threshold_for_fpr(negative_scores: np.ndarray, target_fpr: float, floor: float) -> float:
+def threshold_for_fpr(negative_scores: np.ndarray, target_fpr: float, floor: float,
+                      precision: type = np.float64) -> float:
     """Smallest threshold >= ``floor`` with at most ``target_fpr`` of the scores at or above it.
 
-    Thresholds sit just above a negative score, so ties never leak through.
+    Thresholds sit just above a negative score in the ``precision`` the scores were computed
+    in (similarities are float32 cosines), so ties never leak through.
     """
     scores = np.sort(np.asarray(negative_scores, dtype=np.float64))[::-1]
     allowed = int(np.floor(target_fpr * len(scores)))
     if allowed >= len(scores):
         return floor
-    return max(floor, float(np.nextafter(scores[allowed], np.inf)))
+    above = np.nextafter(precision(scores[allowed]), precision(np.inf))
+    return max(floor, float(above))
 
 
 def calibrate(engine: "Engine", negatives: str | os.PathLike, target_fpr: float = 0.001,
@@ -73,7 +76,7 @@ def calibrate(engine: "Engine", negatives: str | os.PathLike, target_fpr: float 
     if not similarities:
         raise BadInputError(f"{negatives}: none of the negatives could be read")
     thresholds = {
-        "similar": threshold_for_fpr(np.array(similarities), target_fpr, floor=-1.0),
+        "similar": threshold_for_fpr(np.array(similarities), target_fpr, floor=-1.0, precision=np.float32),
         "copy": threshold_for_fpr(np.array(copy_scores), target_fpr, floor=1.0),
     }
     engine.set_thresholds(thresholds, target_fpr=target_fpr, negatives=len(similarities))

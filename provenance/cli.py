@@ -263,22 +263,19 @@ def remove(
 @app.command()
 def compact(
     index: Path = typer.Option(DEFAULT_INDEX, "--index", "-i", help="Index directory."),
-    retrain: bool = typer.Option(False, "--retrain", help="Also re-train an approximate index with this version's parameters."),
 ) -> None:
-    """Reclaim the space of removed references now (saves also do it past a threshold)."""
+    """Merge the index's segments into one now, reclaiming removed references' space (saves merge by size tier)."""
     from .engine import Engine
 
     try:
         with Engine.open(index) as engine:
             before = engine.info().disk_bytes
-            engine.compact(retrain=retrain)
+            engine.compact()
             info = engine.info()
     except ProvenanceError as exc:
         raise _fail(exc)
-    typer.echo(f"compacted: {before / 1e6:.1f} MB -> {info.disk_bytes / 1e6:.1f} MB")
-    if retrain:
-        described = info.vector_index
-        typer.echo(f"index: {described['type']} {described.get('factory', '')}".rstrip())
+    typer.echo(f"compacted: {before / 1e6:.1f} MB -> {info.disk_bytes / 1e6:.1f} MB, "
+               f"{info.vector_index['segments']} segment(s)")
 
 
 @app.command()

@@ -15,10 +15,10 @@ from .imageio import ImageSource, describe_source
 from .imagelimits import DEFAULT_LIMITS, ImageLimits
 from .index.metadata import Reference
 from .index.manifest import MANIFEST_NAME
-from .index.store import PDQ_BLOB, THUMB_BLOB, IndexStore, read_through
+from .index.store import IndexStore, read_through
 from .index.vectors import MAX_REGIONS, REGION_BITS
-from .indexing import CHECKPOINT_EVERY, EMBED_BATCH, ReindexRun, add_visual_words, index_prepared
-from .ingest import (DEFAULT_FILE_TIMEOUT, Preparer, PreparedReference, ProgressCallback, ReindexJob, model_threads_beside,
+from .indexing import CHECKPOINT_EVERY, EMBED_BATCH, ReindexRun, index_prepared
+from .ingest import (DEFAULT_FILE_TIMEOUT, KnownHashes, Preparer, PreparedReference, ProgressCallback, ReindexJob, model_threads_beside,
                      pool_workers, prepare_all)
 from .results import IndexInfo, QueryResult, ReindexSummary
 from .regions import DEFAULT_REGIONS, WHOLE, RegionSpec, SubjectSquare, spec_from_json, spec_to_json
@@ -53,7 +53,9 @@ class Engine:
         self.embedder = embedder
         self._write_lock = threading.RLock()
         #: query views: also search the mirrored query, and the query without its borders
-        self.query_mirror = True
+        #: also embed the views' mirror images (verification tries mirroring in any case; on
+        #: the development set they added no reference to any copy's candidates)
+        self.query_mirror = False
         self.query_strip_borders = True
         self.query_photo_regions = True
         self.query_faces = True
@@ -69,24 +71,22 @@ class Engine:
         self.use_pdq = True
         #: the keypoint vote source (search.local)
         self.use_keypoint_votes = True
+        #: face squares, keypoint votes and the second round only for queries the first
+        #: stage proves no copy for (search.pipeline)
+        self.cascade = True
         #: what loading one image may cost (bytes, pixels, scans, frames, seconds), on every path
         self.image_limits: ImageLimits = DEFAULT_LIMITS
-        self._loaded_generation = store.generation()
         #: a read-only engine re-reads the index before a query when a writer has saved since;
-        #: a service that must never reload under running queries turns this off and calls
-        #: :meth:`refresh` itself when no query runs
+        #: a service that wants reloads at moments of its choosing turns this off and calls
+        #: :meth:`refresh` itself
         self.follow_writers = True
         self._sources: dict[str, CandidateSource] = {}
         for name in ("vectors", "pdq", "keypoints"):
             self.add_source(SOURCES[name].from_store(store, depth=self.search_depth))
 
     def add_source(self, source: CandidateSource) -> None:
-        """Add (or replace, by name) a candidate source; it is told of this engine's writes."""
-        previous = self._sources.get(source.name)
-        if previous is not None:
-            self._store.listeners.remove(previous)
+        """Add (or replace, by name) a candidate source."""
         self._sources[source.name] = source
-        self._store.listeners.append(source)
 
     def query_options(self, **overrides: Any) -> QueryOptions:
         """A frozen snapshot of this engine's query settings (every query call takes one).
@@ -100,7 +100,7 @@ class Engine:
         return QueryOptions(
             mirror=self.query_mirror, strip_borders=self.query_strip_borders, photo_regions=self.query_photo_regions,
             face_scales=scales, discs=self.query_discs, circles=self.query_circles, regions=self.use_regions,
-            sources=frozenset(sources), verify=self.verify, verify_more=self.verify_more,
+            sources=frozenset(sources), verify=self.verify, verify_more=self.verify_more, cascade=self.cascade,
             similar_threshold=self.similar_threshold, copy_threshold=self.copy_threshold, limits=self.image_limits,
         ).replace(**overrides)
 
@@ -182,8 +182,8 @@ class Engine:
         """Vector hits fetched per query view (:data:`HITS_PER_REGION` per indexed region)."""
         return HITS_PER_REGION * len(self._store.manifest.regions)
 
-    def _preparer(self, known_hashes: frozenset[str] = frozenset()) -> Preparer:
-        return Preparer(self.embedder.preprocessing, self.image_limits, known_hashes, self.regions)
+    def _preparer(self, known_hashes: Iterable[str] = ()) -> Preparer:
+        return Preparer(self.embedder.preprocessing, self.image_limits, KnownHashes.of(known_hashes), self.regions)
 
     @property
     def copy_threshold(self) -> float:
@@ -251,7 +251,7 @@ class Engine:
             records = shard_records(records, *shard)
         with self._write_lock:
             run = ReindexRun(self._store, self.embedder, progress, on_error, checkpoint_every)
-            preparer = self._preparer(frozenset(run.known))
+            preparer = self._preparer(run.known)
             if runner is None:
                 stream = prepare_all(records, preparer, workers, file_timeout)
                 with model_threads_beside(pool_workers(records, workers)):
@@ -289,19 +289,12 @@ class Engine:
         with self._write_lock:
             self._store.save()
 
-    def compact(self, retrain: bool = False) -> None:
-        """Rewrite the approximate index's re-ranking rows without removed vectors now.
-
-        Saves do this by themselves once removed rows pass a share of the total
-        (:data:`~provenance.index.vectors.COMPACT_DEAD_FRACTION`); an exact index never needs it.
-        ``retrain`` also re-trains the approximate index on the live vectors with the
-        current version's parameters (saves re-train by themselves once the collection has
-        grown :data:`~provenance.index.vectors.RETRAIN_GROWTH` times).
-        """
+    def compact(self) -> None:
+        """Merge every segment into one now, without removed references (saves merge segments of
+        one size tier by themselves: :data:`~provenance.index.store.MERGE_FACTOR`)."""
         self._store.check_writable()
         with self._write_lock:
-            add_visual_words(self._store, [])  # an index built before visual words gets them here
-            self._store.save(force_compact=True, force_retrain=retrain)
+            self._store.save(force_merge=True)
 
     # -- querying ------------------------------------------------------------------------
     def _follow_writers(self) -> None:
@@ -310,20 +303,17 @@ class Engine:
 
     def is_stale(self) -> bool:
         """Whether another process has committed a save this read-only engine has not loaded yet."""
-        return self._store.read_only and self._store.generation() != self._loaded_generation
+        return self._store.read_only and self._store.generation() != self._store.snapshot.generation
 
     def refresh(self) -> bool:
         """Load the newest committed state if a writer saved since (read-only engines); True if it did.
 
-        Not to be called while other threads query this engine (``follow_writers`` does it
-        before each query of a single-threaded reader).
+        Safe while other threads query: a query reads one snapshot of the index from start to
+        end, and the new one replaces it for the queries that start afterwards.
         """
-        if not self.is_stale():
+        if not self._store.read_only:
             return False
-        generation = self._store.generation()
-        self._store.reload_vectors()
-        self._loaded_generation = generation
-        return True
+        return self._store.refresh()
 
     def query(self, image: ImageSource, top_k: int = 5, *, options: QueryOptions | None = None) -> QueryResult:
         """Which references ``image`` may have been copied from, best first."""
@@ -368,9 +358,8 @@ class Engine:
         """Read the index files that queries fetch from disk into the OS page cache; returns bytes read.
 
         For a long-running query process: right after a start its first queries otherwise
-        read their re-ranking rows from a cold disk (at 100k references the first pass of
-        120 queries ran at p50 178 ms, against 144 ms once the rows file had been read).
-        Costs one sequential read of the files (7.7 KB per reference for an approximate index).
+        read the segments' vectors and hashes from a cold disk. Costs one sequential read of
+        those files (:meth:`~provenance.index.store.IndexStore.files_read_per_query`).
         """
         self._follow_writers()
         total = 0
@@ -386,16 +375,16 @@ class Engine:
         """Embedder, counts and size on disk of this index."""
         manifest = self._store.manifest
         metadata = self._store.metadata
-        return IndexInfo(str(self.directory), manifest.embedder, metadata.count(), self._store.vectors.ntotal,
+        return IndexInfo(str(self.directory), manifest.embedder, metadata.count(), self._store.snapshot.vector_count,
                          metadata.count_by("collection"), self._store.disk_usage(), manifest.created_at,
-                         manifest.updated_at, self._store.vectors.describe(), dict(manifest.thresholds))
+                         manifest.updated_at, self._store.describe_vectors(), dict(manifest.thresholds))
 
     def pdq_hashes(self) -> Iterator[tuple[Reference, str, int]]:
         """(reference, PDQ hash as ThreatExchange hex, quality 0-100) for every reference."""
         from .verify.pdq import to_hex
 
         metadata = self._store.metadata
-        for ref_id, blob in metadata.blobs(PDQ_BLOB):
+        for ref_id, blob in self._store.snapshot.pdq_hashes():
             reference = metadata.get([ref_id]).get(ref_id)
             if reference is not None:
                 yield reference, to_hex(blob[:32]), int(blob[32])
@@ -405,6 +394,6 @@ class Engine:
         return self._store.metadata.get([ref_id]).get(ref_id)
 
     def reference_thumbnail(self, ref_id: int) -> bytes | None:
-        """The small JPEG stored for a reference at indexing (None for indexes built before thumbnails)."""
-        return self._store.metadata.get_blob(ref_id, THUMB_BLOB)
+        """The small WebP stored for a reference at indexing (:data:`~provenance.features.THUMB_MIME`), or None."""
+        return self._store.snapshot.thumbnail(int(ref_id))
 

@@ -2,7 +2,7 @@
 
 A reference goes read -> prepare (:class:`~provenance.ingest.Preparer`, in worker
 processes or Ray tasks) -> :func:`embed_stage` (the model, in this process or a Ray actor)
--> :func:`write_stage` (the single writer: ids, metadata, blobs, visual words, vectors).
+-> :func:`write_stage` (the single writer: ids, metadata rows, data staged for the next segment).
 The local runner (:meth:`ReindexRun.consume`) and the Ray runner
 (:mod:`provenance.distributed.ray_runner`) compose these same functions, so both give the
 same index for the same files.
@@ -18,7 +18,7 @@ import numpy as np
 
 from .embedders import Embedder
 from .index.metadata import Reference
-from .index.store import KEYPOINTS_BLOB, IndexStore
+from .index.store import IndexStore
 from .index.vectors import vector_ids
 from .ingest import PreparedReference, ProgressCallback, batched
 from .results import ReindexSummary
@@ -47,7 +47,7 @@ def embed_stage(embedder: Embedder, items: list[PreparedReference]) -> list[Prep
 
 
 def write_stage(store: IndexStore, items: list[PreparedReference]) -> list[int]:
-    """Store embedded ``items``: new ids in order, metadata rows, verification blobs, visual words, vectors.
+    """Store embedded ``items``: new ids in order, metadata rows, and their data staged for the next segment.
 
     Returns the new reference ids. The caller holds the write lock and saves.
     """
@@ -56,7 +56,7 @@ def write_stage(store: IndexStore, items: list[PreparedReference]) -> list[int]:
     metadata = store.metadata
     first_id = metadata.next_id()
     now = time.time()
-    references, ids, regions, vectors = [], [], [], []
+    references = []
     for offset, item in enumerate(items):
         if item.vectors is None:
             raise ValueError("write_stage needs embedded references (embed_stage first)")
@@ -64,58 +64,15 @@ def write_stage(store: IndexStore, items: list[PreparedReference]) -> list[int]:
         record = item.record
         references.append(Reference(ref_id, item.sha256 or "", record.path, record.subject, record.source_url,
                                     record.collection, item.width, item.height, now, dict(record.extra)))
-        store.put_blobs(ref_id, item.blobs)
-        ids += [ref_id] * len(item.regions)
-        regions += list(item.regions)
-        vectors.append(item.vectors)
+        ids = vector_ids(np.full(len(item.regions), ref_id), np.array(item.regions, dtype=np.int64))
+        store.stage(ref_id, ids, np.asarray(item.vectors, dtype=np.float32), item.blobs)
     metadata.insert_many(references)
-    add_visual_words(store, [(first_id + offset, item.blobs.get(KEYPOINTS_BLOB)) for offset, item in enumerate(items)])
-    store.vectors.add(vector_ids(np.array(ids), np.array(regions)), np.concatenate(vectors).astype(np.float32, copy=False))
     return [first_id + offset for offset in range(len(items))]
 
 
 def index_prepared(store: IndexStore, embedder: Embedder, items: list[PreparedReference]) -> list[int]:
     """Embed and write ``items`` (``Engine.add``); returns their new ids."""
     return write_stage(store, embed_stage(embedder, items))
-
-
-def add_visual_words(store: IndexStore, keypoint_blobs: list[tuple[int, bytes | None]]) -> None:
-    """Store the visual words of new references (the keypoint vote source reads them).
-
-    The first time the index holds :data:`~provenance.visual_words.MIN_TRAIN_REFERENCES`
-    references (or is compacted without a codebook: an index built before words), the
-    codebook is trained on a sample of the stored keypoints and every reference gets its
-    words, streamed in batches; the codebook is committed with them at the next save.
-    """
-    from . import visual_words as vw
-
-    text = store.metadata.get_state(vw.CODEBOOK_STATE)
-    if text is not None:
-        _store_words(store, keypoint_blobs, vw.codebook_from_text(text))
-        return
-    if store.metadata.count() < vw.MIN_TRAIN_REFERENCES:
-        return
-    from .verify.keypoints import Keypoints
-
-    first = next(store.metadata.iter_blobs(KEYPOINTS_BLOB, batch=2000), [])
-    sample = np.random.default_rng(0).permutation(len(first))[:400]
-    descriptors = [Keypoints.from_bytes(first[i][1]).root_sift for i in sample]
-    if sum(len(block) for block in descriptors) < 4 * vw.CENTROIDS:  # flat images: try again later
-        return
-    codebook = vw.train_codebook(np.concatenate(descriptors))
-    store.metadata.set_state(vw.CODEBOOK_STATE, vw.codebook_to_text(codebook))
-    for batch in store.metadata.iter_blobs(KEYPOINTS_BLOB, batch=2000):
-        _store_words(store, batch, codebook)
-
-
-def _store_words(store: IndexStore, keypoint_blobs, codebook: np.ndarray) -> None:
-    from . import visual_words as vw
-    from .verify.keypoints import Keypoints
-
-    for ref_id, blob in keypoint_blobs:
-        if blob is not None:
-            words = vw.quantise(Keypoints.from_bytes(blob).root_sift, codebook)
-            store.put_blobs(ref_id, {vw.WORDS_BLOB: vw.words_to_bytes(words)})
 
 
 class ReindexRun:

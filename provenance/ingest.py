@@ -20,11 +20,11 @@ import numpy as np
 
 from .embedders.base import Preprocessing, available_cores
 from .errors import ImageLoadError
-from .matching import reference_blobs
-from .imageio import ImageSource, load_image, read_source_bytes, thumbnail_jpeg
+from .imageio import ImageSource, load_image, read_source_bytes
 from .imagelimits import DEFAULT_LIMITS, ImageLimits
-from .index.store import THUMB_BLOB
-from .regions import DEFAULT_REGIONS, RegionSpec, reference_face, region_images, smallest_fraction
+from .faces import Face
+from .features import FOCUS_SCALE, reference_blobs
+from .regions import DEFAULT_REGIONS, RegionSpec, reference_face, region_images, smallest_fraction, subject_box
 from .sources import SourceRecord
 
 #: Below this many references a worker pool costs more to start than it saves.
@@ -38,8 +38,24 @@ DEFAULT_FILE_TIMEOUT = 60.0
 IN_FLIGHT_PER_WORKER = 64
 
 
-#: Longer side of the thumbnail stored per reference (evidence pages show it beside the suspect).
-THUMB_SIDE = 256
+@dataclass(frozen=True, eq=False)
+class KnownHashes:
+    """The SHA-256 digests already indexed, as a sorted array of their first 16 bytes: shipped to
+    every decode worker, 16 bytes per reference where a set of hex strings takes about 110."""
+
+    prefixes: np.ndarray = field(default_factory=lambda: np.zeros(0, "S16"))
+
+    @classmethod
+    def of(cls, digests: Iterable[str]) -> "KnownHashes":
+        return cls(np.sort(np.array([bytes.fromhex(digest)[:16] for digest in digests], dtype="S16")))
+
+    def __contains__(self, digest: str) -> bool:
+        key = np.array(bytes.fromhex(digest)[:16], dtype="S16")
+        position = int(np.searchsorted(self.prefixes, key))
+        return position < len(self.prefixes) and self.prefixes[position] == key
+
+    def __len__(self) -> int:
+        return len(self.prefixes)
 
 
 @dataclass(frozen=True)
@@ -48,18 +64,19 @@ class Preparer:
 
     preprocessing: Preprocessing
     limits: ImageLimits = DEFAULT_LIMITS
-    known_hashes: frozenset[str] = frozenset()
+    known_hashes: KnownHashes = field(default_factory=KnownHashes)
     regions: tuple[RegionSpec, ...] = DEFAULT_REGIONS
-    verification: bool = True  # also extract keypoints and the PDQ hash
 
     @property
     def decode_size(self) -> int:
         """Short side decoded at least: regions are upsampled crops, so enough for the smallest."""
         return int(self.preprocessing.size / smallest_fraction(self.regions))
 
-    def region_arrays(self, image) -> dict[int, np.ndarray]:
-        """Model input for every indexed region of ``image`` (region 0: the whole image)."""
-        crops = region_images(image, self.regions, reference_face(image, self.regions))
+    def region_arrays(self, image, face: Face | None = None) -> dict[int, np.ndarray]:
+        """Model input for every indexed region of ``image`` (region 0: the whole image); ``face``:
+        the subject's face when already detected (:func:`~provenance.regions.reference_face`)."""
+        face = face if face is not None else reference_face(image, self.regions)
+        crops = region_images(image, self.regions, face)
         return {number: self.preprocessing.to_array(crop) for number, crop in enumerate(crops)}
 
     def prepare(self, record: SourceRecord, source: ImageSource, digest: str | None = None) -> "PreparedReference":
@@ -73,10 +90,12 @@ class Preparer:
         loaded = load_image(source, limits=self.limits, target_size=self.decode_size)
         digest = digest or loaded.sha256 or hashlib.sha256(loaded.image.tobytes()).hexdigest()
         width, height = loaded.original_size
-        blobs = reference_blobs(loaded.image) if self.verification else {}
-        blobs[THUMB_BLOB] = thumbnail_jpeg(loaded.image, THUMB_SIDE)
-        return PreparedReference(record, digest, width=width, height=height, arrays=self.region_arrays(loaded.image),
-                                 blobs=blobs, seconds=time.perf_counter() - started)
+        face = reference_face(loaded.image, self.regions)
+        # the stored keypoints favour the square a tight avatar is cut from (features.STORED_KEYPOINTS)
+        blobs = reference_blobs(loaded.image, focus=subject_box(loaded.image.size, face, FOCUS_SCALE))
+        return PreparedReference(record, digest, width=width, height=height,
+                                 arrays=self.region_arrays(loaded.image, face), blobs=blobs,
+                                 seconds=time.perf_counter() - started)
 
     def __call__(self, record: SourceRecord) -> "PreparedReference":
         started = time.perf_counter()

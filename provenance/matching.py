@@ -15,27 +15,16 @@ from __future__ import annotations
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from PIL import Image
-
 from .verify.geometry import Verification, verify_with_mirror
-from .verify.keypoints import Keypoints, extract_keypoints, extract_keypoints_with_mirror
+from .verify.keypoints import Keypoints, extract_keypoints_with_mirror
 from .verify.pdq import MATCH_THRESHOLD as PDQ_MATCH_DISTANCE
 from .verify.pdq import MIN_QUALITY as PDQ_MIN_QUALITY
-from .verify.pdq import pdq_dihedral_with_quality, pdq_hash
-
-
-from .index.store import KEYPOINTS_BLOB, PDQ_BLOB
+from .verify.pdq import pdq_dihedral_with_quality
 from .index.metadata import Reference
 from .results import VERDICT_COPY, VERDICT_NO_MATCH, VERDICT_SIMILAR, Match, Transform
 
 #: Inliers at which a verified copy's strength is one half.
 _INLIER_SCALE = 25.0
-
-
-def reference_blobs(image: Image.Image) -> dict[str, bytes]:
-    """What is stored per reference for verification: SIFT keypoints and the PDQ hash."""
-    digest, quality = pdq_hash(image, max_side=512)
-    return {KEYPOINTS_BLOB: extract_keypoints(image).to_bytes(), PDQ_BLOB: digest + bytes([quality])}
 
 
 @dataclass

@@ -174,12 +174,8 @@ def query_views(image: Image.Image, mirror: bool = True, strip: bool = True, pho
     if circles:
         for number, box in enumerate(round_avatars(image)):
             views.append(cut(f"circle{number}", _inscribed_square(box, 0.95)))
-    if face_scales:
-        for face in detect_faces(image, max_faces=1, side=QUERY_DETECT_SIDE):
-            for scale in face_scales:
-                views.append(cut(f"face{scale:g}", subject_box(image.size, face, scale), evidence=False))
-    mirrored = [QueryView(view.name + "+mirror", ImageOps.mirror(view.image), True, view.evidence, view.box)
-                for view in views] if mirror else []
+    views += face_views(image, face_scales)
+    mirrored = mirror_views(views) if mirror else []
     if photos:
         for number, box in enumerate(photo_boxes(image)):
             views.append(cut(f"photo{number}", box))
@@ -187,6 +183,24 @@ def query_views(image: Image.Image, mirror: bool = True, strip: bool = True, pho
                 # a round avatar hides the square's corners: its inscribed square is pure photo
                 views.append(cut(f"photo{number}-inner", _inscribed_square(box)))
     return views + mirrored
+
+
+def face_views(image: Image.Image, face_scales: Sequence[float], side: int = QUERY_DETECT_SIDE) -> list[QueryView]:
+    """Squares of ``face_scales`` face sizes around the largest detected face (the references'
+    face squares); not evidence on their own (:class:`QueryView`)."""
+    if not face_scales:
+        return []
+    views = []
+    for face in detect_faces(image, max_faces=1, side=side):
+        for scale in face_scales:
+            box = subject_box(image.size, face, scale)
+            views.append(QueryView(f"face{scale:g}", image.crop(box), False, False, box))
+    return views
+
+
+def mirror_views(views: Sequence[QueryView]) -> list[QueryView]:
+    """The mirror images of ``views`` (named ``NAME+mirror``)."""
+    return [QueryView(view.name + "+mirror", ImageOps.mirror(view.image), True, view.evidence, view.box) for view in views]
 
 
 def disc_square(image: Image.Image, flat_ratio: float = 0.35) -> tuple[int, int, int, int] | None:

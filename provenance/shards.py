@@ -7,8 +7,8 @@ every shard's sources search the query's views, their hits (with ids made global
 in one place, and the best candidates overall are verified, as in one index. With exact
 vector search, no visual-word votes (fewer than 200 references per shard, or ``use_keypoint_votes``
 off) and the same thresholds, the answers equal those of one index holding every shard's
-references; each shard's visual words are trained on its own keypoints, so votes, and the
-candidates they add, can differ otherwise.
+references; each shard trains its own codecs (vector ranges, keypoint codes, visual words),
+so scores, votes and the candidates they add can differ otherwise.
 
 Global ids: ``shard << SHARD_SHIFT | ref_id``; a result's ``ref_id`` is global and its
 ``extra`` is the reference's own.
@@ -20,6 +20,8 @@ import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
+
+import numpy as np
 
 from .errors import BadInputError, IncompatibleIndexError
 from .imageio import ImageSource
@@ -156,15 +158,13 @@ def shard_directories(folder: str | os.PathLike) -> list[Path]:
 
 
 def merge_shards(shards: Sequence[str | os.PathLike], target: str | os.PathLike) -> int:
-    """Copy every reference of ``shards`` (exact indexes) into the index ``target`` (created with their
-    embedder and regions when absent), without embedding again: vectors, keypoints, hashes and
-    thumbnails are copied. Returns how many references were added (content already there is skipped)."""
+    """Copy every reference of ``shards`` into the index ``target`` (created with their embedder and
+    regions when absent), without embedding again: vectors, stored keypoints, hashes and thumbnails
+    are copied (a new target adopts the first shard's codecs, so that shard's data is copied as it
+    is; data coded otherwise is coded again). Returns how many references were added (content
+    already there is skipped)."""
     from .engine import Engine
-    from .index.vectors import reference_ids, region_numbers
     from .indexing import ReindexRun
-    from .ingest import PreparedReference
-    from .sources import SourceRecord
-    from .visual_words import WORDS_BLOB
 
     with ShardedIndex(shards) as sharded:
         first = sharded.engines[0]
@@ -176,32 +176,40 @@ def merge_shards(shards: Sequence[str | os.PathLike], target: str | os.PathLike)
         with engine:
             if engine.embedder.fingerprint != first.embedder.fingerprint:
                 raise IncompatibleIndexError(f"{target} has another embedder than the shards")
-
-            def prepared():
-                for shard in sharded.engines:
-                    try:
-                        ids, vectors = shard._store.vectors.contents()
-                    except ValueError:
-                        raise BadInputError(f"{shard.directory} is an approximate index: merging copies vectors "
-                                            "from exact shards only (below 100,000 vectors each)") from None
-                    owners, regions = reference_ids(ids), region_numbers(ids)
-                    by_ref: dict[int, list[int]] = {}
-                    for row, owner in enumerate(owners):
-                        by_ref.setdefault(int(owner), []).append(row)
-                    for ref_id in sorted(by_ref):
-                        reference = shard.reference(ref_id)
-                        if reference is None:
-                            continue
-                        rows = by_ref[ref_id]
-                        record = SourceRecord(reference.path, reference.path, reference.subject, reference.source_url,
-                                              reference.collection, dict(reference.extra))
-                        # visual words belong to a codebook: the target computes its own from the keypoints
-                        blobs = {kind: data for kind, data in shard._store.metadata.blobs_of(ref_id).items() if kind != WORDS_BLOB}
-                        yield PreparedReference(record, reference.sha256, reference.width, reference.height, blobs=blobs,
-                                                vectors=vectors[rows], regions=tuple(int(regions[row]) for row in rows))
-
+            store = engine._store
+            for shard in sharded.engines:
+                if shard._store.snapshot.codecs is not None:
+                    store.register_codecs(shard._store.snapshot.codecs)
+            adoptable = next((shard._store.snapshot.codecs for shard in sharded.engines if shard._store.snapshot.codecs), None)
+            if adoptable is not None and store.snapshot.codecs is None and not store.snapshot.segments:
+                store.adopt_codecs(adoptable)
             with engine._write_lock:
-                run = ReindexRun(engine._store, engine.embedder)
-                run.consume(prepared(), 0)
-                engine._store.save()
+                run = ReindexRun(store, engine.embedder)
+                run.consume((item for shard in sharded.engines for item in _stored_references(shard)), 0)
+                store.save()
             return run.counts["added"]
+
+
+def _stored_references(shard) -> Iterable[Any]:
+    """Every live reference of ``shard`` as an embedded PreparedReference carrying its stored data."""
+    from .features import FEATURES_BLOB, FEATURES_CODEC_BLOB, PDQ_BLOB, THUMB_BLOB
+    from .index.vectors import REGION_BITS, region_numbers
+    from .ingest import PreparedReference
+    from .sources import SourceRecord
+
+    snapshot = shard._store.snapshot
+    for segment in snapshot.segments:
+        owners = segment.vector_ids >> REGION_BITS
+        references = shard._store.metadata.get(segment.refs.tolist())
+        for row, ref_id in enumerate(segment.refs.tolist()):
+            reference = references.get(ref_id)
+            if reference is None or snapshot.is_removed(ref_id):
+                continue
+            rows = np.flatnonzero(owners == ref_id)
+            record = SourceRecord(reference.path, reference.path, reference.subject, reference.source_url,
+                                  reference.collection, dict(reference.extra))
+            blobs = {FEATURES_BLOB: segment.features(row), FEATURES_CODEC_BLOB: segment.info["codec"].encode(),
+                     PDQ_BLOB: segment.pdq_rows()[row].tobytes(), THUMB_BLOB: segment.thumbnail(row)}
+            yield PreparedReference(record, reference.sha256, reference.width, reference.height, blobs=blobs,
+                                    vectors=segment.decode_vectors(rows),
+                                    regions=tuple(int(region) for region in region_numbers(segment.vector_ids[rows])))

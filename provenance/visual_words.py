@@ -6,9 +6,8 @@ of ~300 keypoints occupies ~0.5 % of the cells) while the codebook is small (128
 trains in seconds: two k-means of 256 centroids on 64 dimensions, where a flat 65,536-word
 vocabulary would need a k-means far too large for a CPU.
 
-The codebook is trained on the collection's own stored keypoints once it holds
-:data:`MIN_TRAIN_REFERENCES` references, and stored in the index (SQLite state) with every
-reference's words, so that query processes only read them.
+The codebook is one of the codecs an index trains on its own keypoints
+(:mod:`provenance.index.codecs`); every segment keeps the postings of its references' words.
 """
 
 from __future__ import annotations
@@ -20,8 +19,6 @@ import numpy as np
 HALF = 64
 CENTROIDS = 256
 WORDS = CENTROIDS * CENTROIDS
-#: Train the codebook once the index holds this many references.
-MIN_TRAIN_REFERENCES = 200
 #: Descriptors sampled to train the codebook.
 TRAIN_SAMPLE = 100_000
 
@@ -62,30 +59,3 @@ def quantise(descriptors: np.ndarray, codebook: np.ndarray, per_half: int = 1) -
     second = _nearest(descriptors[:, HALF:], codebook[1], per_half)
     words = (first[:, :, None] * CENTROIDS + second[:, None, :]).reshape(-1)
     return np.unique(words).astype(np.uint16)
-
-
-def codebook_to_text(codebook: np.ndarray) -> str:
-    return base64.b64encode(np.ascontiguousarray(codebook, dtype="<f4").tobytes()).decode("ascii")
-
-
-def codebook_from_text(text: str) -> np.ndarray:
-    """Inverse of :func:`codebook_to_text`; raises ValueError on a malformed codebook."""
-    raw = base64.b64decode(text.encode("ascii"), validate=True)
-    if len(raw) != 2 * CENTROIDS * HALF * 4:
-        raise ValueError("stored keypoint codebook has the wrong size")
-    return np.frombuffer(raw, dtype="<f4").reshape(2, CENTROIDS, HALF).astype(np.float32)
-
-
-def words_to_bytes(words: np.ndarray) -> bytes:
-    return np.asarray(words, dtype="<u2").tobytes()
-
-
-def words_from_bytes(data: bytes) -> np.ndarray:
-    if len(data) % 2:
-        raise ValueError("visual-word blob has an odd length")
-    return np.frombuffer(data, dtype="<u2").astype(np.int64)
-
-
-#: Blob kind of a reference's words, and the SQLite state key of the codebook.
-WORDS_BLOB = "words"
-CODEBOOK_STATE = "keypoint_codebook"

@@ -6,12 +6,11 @@ Usage: python scripts/bench_query.py --index DIR [--bench ../shared/bench] [--n 
 Queries are the eval's seeded transformed copies plus negatives, half each. Prints p50/p95
 for single queries and the per-image time of query_batch; with ``--recall``, recall@10 of
 the index's search against exhaustive search on the queries' real view embeddings; with
-``--memory``, resident memory per reference of a fresh read-only (memory-mapped) query
-process, and the index's size on disk. For an index padded by scripts/pad_index.py,
-distractor references lend a real reference's keypoints, so that verifying one costs
-what verifying a real one does. The index files that queries read from disk are preloaded
-into the page cache first (``Engine.preload``), as a long-running query service would;
-``--cold`` evicts them instead. Asserts nothing about time.
+``--memory``, the start of a fresh read-only query process (opening the index, its first
+query) and its resident memory per reference after 40 queries, and the index's size on
+disk. The index files that queries scan are preloaded into the page cache first
+(``Engine.preload``), as a long-running query service would; ``--cold`` evicts them
+instead. Asserts nothing about time.
 """
 
 from __future__ import annotations
@@ -26,9 +25,6 @@ from pathlib import Path
 
 import numpy as np
 
-SYNTHETIC_COLLECTION = "synthetic-distractor"
-
-
 def bench_images(bench: str, n: int, seed: int) -> tuple[list, int]:
     from provenance.evaluation.queries import build_query, plan_queries, read_rows, resolve_families
 
@@ -42,18 +38,6 @@ def bench_images(bench: str, n: int, seed: int) -> tuple[list, int]:
     picked = [positives[i] for i in rng.permutation(len(positives))[:half]]
     picked += [negative_specs[i] for i in rng.permutation(len(negative_specs))[: n - half]]
     return [build_query(spec, refs, negatives, seed) for spec in picked], sum(spec.positive for spec in picked)
-
-
-def lend_keypoints(engine) -> int:
-    """Let synthetic distractors borrow real references' keypoints; returns how many are synthetic."""
-    store = engine._store  # benchmark fixture: reaches into the store on purpose
-    synthetic = store.metadata.ids_where("collection", SYNTHETIC_COLLECTION)
-    if not synthetic:
-        return 0
-    first = min(synthetic)
-    original = store.load_keypoints
-    store.load_keypoints = lambda ref_id: original(ref_id if ref_id < first else ref_id % first)
-    return len(synthetic)
 
 
 def evict_from_page_cache(path: Path) -> None:
@@ -77,15 +61,15 @@ def rss() -> dict[str, int]:
 
 
 def memory_probe(index: str, bench: str, seed: int) -> None:
-    """Run in a fresh process: resident memory before and after opening the index read-only."""
+    """Run in a fresh process: start-up time and resident memory before and after opening the index read-only."""
     from concurrent.futures import ThreadPoolExecutor
 
     from PIL import Image
 
     from provenance import Engine
     from provenance.embedders import create_embedder
-    from provenance.engine import JUDGE_THREADS
     from provenance.index.manifest import read_manifest
+    from provenance.search.pipeline import JUDGE_THREADS
     from provenance.verify.keypoints import extract_keypoints_with_mirror
 
     images, _ = bench_images(bench, 40, seed)
@@ -97,26 +81,52 @@ def memory_probe(index: str, bench: str, seed: int) -> None:
     with ThreadPoolExecutor(JUDGE_THREADS) as pool:
         list(pool.map(extract_keypoints_with_mirror, images[:8]))
     before = rss()
+    started = time.perf_counter()
     engine = Engine.open(index, embedder=embedder, read_only=True)
-    lend_keypoints(engine)
+    opened = time.perf_counter() - started
+    engine.query(images[0])
+    first = time.perf_counter() - started
     for image in images:
         engine.query(image)
     after = rss()
-    print(json.dumps({"before": before, "after": after, "references": engine.info().references}))
+    print(json.dumps({"before": before, "after": after, "references": engine.info().references,
+                      "open_seconds": opened, "first_query_seconds": first}))
 
 
 def recall_at_10(engine, images: list) -> tuple[float, float]:
-    """(recall@10, top-1 agreement) of the index's search against exhaustive search."""
-    from provenance.engine import QUERY_DECODE_SIZE
+    """(recall@10, top-1 agreement) of the index's vector search against exhaustive search
+    over the stored vectors, on the first-stage views of the queries."""
     from provenance.imageio import load_image
+    from provenance.regions import query_views
+    from provenance.search.pipeline import QUERY_DECODE_SIZE
 
-    views = [view.image for image in images for view in engine._views(load_image(image, target_size=QUERY_DECODE_SIZE).image)]
+    views = [view.image for image in images for view in query_views(load_image(image, target_size=QUERY_DECODE_SIZE).image)]
     queries = engine.embedder.embed(views)
-    vectors = engine._store.vectors
-    _, approximate = vectors.search(queries, 10)
-    _, exact = vectors.exact_search(queries, 10)
-    recall = [len(set(a[a >= 0]) & set(e[e >= 0])) / max(1, (e >= 0).sum()) for a, e in zip(approximate, exact)]
-    return float(np.mean(recall)), float(np.mean(approximate[:, 0] == exact[:, 0]))
+    snapshot = engine._store.snapshot  # benchmark: the store's own search against brute force
+    _, found = snapshot.search_vectors(queries, 10)
+    _, exact = exhaustive(snapshot, queries, 10)
+    recall = [len(set(a[a >= 0]) & set(e[e >= 0])) / max(1, (e >= 0).sum()) for a, e in zip(found, exact)]
+    return float(np.mean(recall)), float(np.mean(found[:, 0] == exact[:, 0]))
+
+
+def exhaustive(snapshot, queries: np.ndarray, k: int, chunk: int = 100_000) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` over every live vector, decoded in chunks (the reference for recall)."""
+    from provenance.index.vectors import reference_ids
+
+    best_scores = np.full((len(queries), k), -np.inf, np.float32)
+    best_ids = np.full((len(queries), k), -1, np.int64)
+    for segment in snapshot.segments:
+        for start in range(0, len(segment.vector_ids), chunk):
+            rows = np.arange(start, min(start + chunk, len(segment.vector_ids)))
+            ids = segment.vector_ids[rows]
+            scores = queries @ segment.decode_vectors(rows).T
+            scores[:, np.isin(reference_ids(ids), snapshot.removed)] = -np.inf
+            merged_scores = np.concatenate([best_scores, scores], axis=1)
+            merged_ids = np.concatenate([best_ids, np.broadcast_to(ids, scores.shape)], axis=1)
+            order = np.lexsort((merged_ids, -merged_scores), axis=1)[:, :k]
+            best_scores = np.take_along_axis(merged_scores, order, axis=1)
+            best_ids = np.take_along_axis(merged_ids, order, axis=1)
+    return best_scores, best_ids
 
 
 def main() -> None:
@@ -141,10 +151,9 @@ def main() -> None:
 
     images, positives = bench_images(args.bench, args.n, args.seed)
     engine = Engine.open(args.index, read_only=True)
-    synthetic = lend_keypoints(engine)
     info = engine.info()
     if args.cold:
-        for path in engine._store.files_read_per_query():  # benchmark fixture, as lend_keypoints
+        for path in engine._store.files_read_per_query():  # benchmark: reaches into the store on purpose
             evict_from_page_cache(path)
         print("cold        the files queries read from disk were evicted from the page cache")
     else:
@@ -165,8 +174,8 @@ def main() -> None:
     batched = (time.perf_counter() - started) / len(images)
     batched_cpu = (time.process_time() - cpu_started) / len(images)
     single_ms = np.array(single) * 1000
-    print(f"index       {args.index}: {info.references} references ({synthetic} synthetic), {info.vectors} vectors, "
-          f"{info.vector_index.get('type')} {info.vector_index.get('factory', '')}")
+    print(f"index       {args.index}: {info.references} references, {info.vectors} vectors, "
+          f"{info.vector_index.get('segments')} segments, {info.vector_index.get('codes')} codes")
     print(f"queries     {len(images)} ({positives} transformed copies, rest negatives)")
     print(f"single      p50 {np.percentile(single_ms, 50):.0f} ms, p95 {np.percentile(single_ms, 95):.0f} ms, "
           f"mean {statistics.fmean(single_ms):.0f} ms")
@@ -186,12 +195,18 @@ def report_memory(args, info) -> None:
     probe = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
     before, after, count = probe["before"], probe["after"], probe["references"]
     per_ref = {key: (after[key] - before[key]) / count for key in after}
-    files = {path.name: path.stat().st_size for path in Path(args.index).iterdir() if path.is_file()}
-    keypoints_note = "metadata.sqlite holds the keypoints"
+    print(f"start       open {probe['open_seconds'] * 1000:.0f} ms, open + first query {probe['first_query_seconds'] * 1000:.0f} ms "
+          "(fresh read-only process, model already loaded)")
     print(f"memory      read-only process after 40 queries: +{(after['VmRSS'] - before['VmRSS']) / 2**20:.0f} MiB "
           f"= {per_ref['VmRSS']:.0f} B/reference (anonymous {per_ref['RssAnon']:.0f}, file-backed {per_ref['RssFile']:.0f})")
-    print(f"disk        {sum(files.values()) / 2**20:.0f} MiB = {sum(files.values()) / count:.0f} B/reference "
-          f"({keypoints_note}); " + ", ".join(f"{name} {size / 2**20:.0f} MiB" for name, size in sorted(files.items())))
+    files = [path for path in Path(args.index).rglob("*") if path.is_file()]
+    by_kind: dict[str, int] = {}
+    for path in files:
+        kind = path.suffix if path.parent.name == "segments" else path.name
+        by_kind[kind] = by_kind.get(kind, 0) + path.stat().st_size
+    total = sum(by_kind.values())
+    print(f"disk        {total / 2**20:.1f} MiB = {total / count:.0f} B/reference; "
+          + ", ".join(f"{kind} {size / count:.0f}" for kind, size in sorted(by_kind.items(), key=lambda item: -item[1])))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
 
 Builds an index of the first half of the references, then runs three writers one after
 another in a child process (``provenance reindex`` of all references, ``provenance remove``
-of some subjects, ``provenance compact --retrain``) while this process queries crops of
+of some subjects, ``provenance compact``) while this process queries crops of
 references in a loop through a read-only engine. A probe of a reference that every state
 holds must be answered ``copy`` of it; a probe of a reference being added or removed
 must be a copy of it or no match of it (the state before or after), never an error. During
@@ -82,7 +82,7 @@ def main() -> None:
         ("reindex", ["reindex", str(everything), "--index", str(index), "--quiet", "--checkpoint-every", "64"], added, set()),
         ("remove", ["remove", "--index", str(index), *(arg for subject in removed_subjects for arg in ("--subject", subject))],
          set(), removed),
-        ("compact", ["compact", "--index", str(index), "--retrain"], set(), set()),
+        ("compact", ["compact", "--index", str(index)], set(), set()),
     ]
     report = {"references": len(rows), "removed_subjects": len(removed_subjects), "writers": []}
     from provenance import Engine
@@ -117,7 +117,7 @@ def run_writer(reader, name, arguments, index, stable, appearing, disappearing, 
             counts["failed"] += len(paths)
             counts["examples"].append(f"{type(exc).__name__}: {exc}"[:300])
             continue
-        counts["generations_seen"].add(reader._loaded_generation)  # the state these answers came from
+        counts["generations_seen"].add(reader._store.snapshot.generation)  # the state these answers came from
         for path, result in zip(paths, results):
             counts["answers"] += 1
             if not answer_is_consistent(path, result, path in stable):

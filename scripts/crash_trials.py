@@ -7,15 +7,15 @@ Each trial starts from the same committed index (references A), then runs one wr
 ``provenance`` would (a reindex adding references B, a removal of one subject, or a
 compaction) in a child process and kills it with SIGKILL:
 
-* at a named moment, half the trials: before or after decoding, embedding, the FAISS
-  write (or half-way through writing the file), the SQLite commit, the manifest write
-  (or half-way), deleting stale files, or compaction. The child wraps that function and
-  kills itself on its n-th call;
+* at a named moment, half the trials: before or after decoding, embedding, training the
+  codecs, writing a segment (or with the segment's data file cut to half), the SQLite
+  commit, the manifest write (or half-way), deleting stale files, or a merge. The child
+  wraps that function and kills itself on its n-th call;
 * at a random time, the other half, from outside, like an operator or the OOM killer.
 
 After the kill the index must open, hold one committed state (for a reindex: A plus a
 prefix of B's checkpoints; for a removal: before or after it; for a compaction: A), have
-every reference's vectors and verification data, and answer probes of its references
+every reference's vectors and stored data, and answer probes of its references
 (a copy is found, removed ones are not). Then the job is run again to completion and
 the index must hold exactly the expected references, none twice.
 """
@@ -40,16 +40,18 @@ from PIL import Image
 MOMENTS = {
     "decode": ("provenance.ingest", "Preparer.prepare"),
     "embed": ("provenance.embedders.effnet", "EfficientNetLite0Embedder.embed_arrays"),
-    "faiss-write": ("provenance.index.vectors", "VectorIndex.save"),
+    "train-codecs": ("provenance.index.writing", "train_codecs"),
+    "segment-write": ("provenance.index.segments", "SegmentWriter.write"),
     "sqlite-commit": ("provenance.index.metadata", "MetadataStore.commit"),
     "manifest-write": ("provenance.index.manifest", "atomic_write_bytes"),
     "stale-delete": ("provenance.index.store", "IndexStore._delete_stale_files"),
-    "compaction": ("provenance.index.vectors", "VectorIndex.maintained"),
-    "visual-words": ("provenance.engine", "add_visual_words"),
+    "merge": ("provenance.index.writing", "merge"),
     "remove-rows": ("provenance.index.store", "IndexStore.remove_references"),
 }
-#: moments that can also be torn: half the new file written, the kill before its rename
-TORN = {"faiss-write", "manifest-write"}
+#: moments that can also be torn: half the new file written, the kill before its commit
+TORN = {"segment-write", "manifest-write"}
+#: References at which the trial indexes train their codecs (the reindex of B crosses it).
+TRAIN_AT = 30
 OPERATIONS = ("reindex", "remove", "compact")
 REMOVED_SUBJECT = "subject-1"
 
@@ -86,7 +88,9 @@ def write_references(root: Path, count: int) -> tuple[Path, Path, list[dict]]:
 
 
 def provenance_command(arguments: list[str]) -> list[str]:
-    return [sys.executable, "-c", "import sys; from provenance.cli import main; sys.argv[0] = 'provenance'; main()",
+    # the trial indexes train their codecs at TRAIN_AT references instead of 200
+    setup = f"import provenance.index.codecs as c; c.MIN_TRAIN_REFERENCES = {TRAIN_AT}"
+    return [sys.executable, "-c", f"import sys; {setup}; from provenance.cli import main; sys.argv[0] = 'provenance'; main()",
             *arguments]
 
 
@@ -95,7 +99,7 @@ def operation_arguments(operation: str, index: Path, both: Path) -> list[str]:
         return ["reindex", str(both), "--index", str(index), "--quiet", "--workers", "0", "--checkpoint-every", "4"]
     if operation == "remove":
         return ["remove", "--index", str(index), "--subject", REMOVED_SUBJECT]
-    return ["compact", "--index", str(index), "--retrain"]
+    return ["compact", "--index", str(index)]
 
 
 # -- the child: a provenance command that kills itself at a named moment -------------------
@@ -121,16 +125,16 @@ def run_child(moment: str, nth: int, when: str, arguments: list[str]) -> None:
             die()
         result = original(*args, **kwargs)
         if calls["n"] == nth:
-            if moment == "faiss-write" and torn:  # the new vector file half written, before its rename
-                args[1].write_bytes(args[1].read_bytes()[: args[1].stat().st_size // 2])
+            if moment == "segment-write" and torn:  # the new segment's data file half on disk, never committed
+                data = args[0].directory / f"{args[0].name}.dat"
+                data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
             die()
         return result
 
     setattr(owner, name, wrapped)
-    if moment == "visual-words":  # imported by name into two modules
-        import provenance.indexing as indexing
+    import provenance.index.codecs as codecs
 
-        indexing.add_visual_words = wrapped
+    codecs.MIN_TRAIN_REFERENCES = TRAIN_AT
     from provenance.cli import main
 
     sys.argv = ["provenance", *arguments]
@@ -178,11 +182,16 @@ class Checker:
                     problems.append(f"holds {len(held)} references, not the start plus a prefix of the new ones")
             elif held not in allowed_states:
                 problems.append(f"holds {len(held)} references, no committed state")
-            if store.vectors.ntotal != len(held) * len(engine.regions):
-                problems.append(f"{store.vectors.ntotal} vectors for {len(held)} references")
+            snapshot = store.snapshot
+            if snapshot.vector_count != len(held) * len(engine.regions):
+                problems.append(f"{snapshot.vector_count} vectors for {len(held)} references")
+            ids, _ = snapshot.vectors()
+            if len(ids) != snapshot.vector_count:
+                problems.append(f"the segments hold {len(ids)} live vectors, the commit says {snapshot.vector_count}")
             for ref_id in references:
-                if store.metadata.get_blob(ref_id, "sift") is None or store.metadata.get_blob(ref_id, "pdq") is None:
-                    problems.append(f"reference {ref_id} lacks verification data")
+                data = snapshot.reference_data(ref_id)
+                if data is None or not data["features"] or not data["thumb"]:
+                    problems.append(f"reference {ref_id} lacks its stored data")
             problems += self._probe_answers(engine, held, rng)
         return {"references": len(held), "problems": problems}
 
@@ -293,9 +302,10 @@ def _one_trial(number, operation, rng, out, template, both, duration, checker, s
     shutil.copytree(template, index)
     arguments = operation_arguments(operation, index, both)
     if number % 2 == 0:
-        candidates = {"reindex": ["decode", "embed", "faiss-write", "sqlite-commit", "manifest-write", "stale-delete", "visual-words"],
-                      "remove": ["remove-rows", "faiss-write", "sqlite-commit", "manifest-write", "stale-delete"],
-                      "compact": ["visual-words", "compaction", "faiss-write", "sqlite-commit", "manifest-write", "stale-delete"]}
+        candidates = {"reindex": ["decode", "embed", "train-codecs", "segment-write", "sqlite-commit", "manifest-write",
+                                  "stale-delete", "merge"],
+                      "remove": ["remove-rows", "sqlite-commit", "manifest-write", "stale-delete"],
+                      "compact": ["merge", "segment-write", "sqlite-commit", "manifest-write", "stale-delete"]}
         moment = rng.choice(candidates[operation])
         nth = rng.randint(1, 3) if operation == "reindex" else 1
         when = rng.choice(["before", "after", "torn"] if moment in TORN else ["before", "after"])

@@ -1,17 +1,22 @@
 """Copy an index and pad it with synthetic distractor references, for scale benchmarks.
 
-Usage: python scripts/pad_index.py --index DEV_INDEX --out DIR --refs 100000 [--seed 0]
+Usage: python scripts/pad_index.py --index DEV_INDEX --out DIR --refs 1000000 [--seed 0]
 
-Distractor vectors are drawn to resemble the real ones: each is a Dirichlet mix of three
-real vectors of the same region, with multiplicative log-normal noise (GeM features are
-non-negative), re-normalised. The script prints how close distractors come to their
-nearest real vector next to how close real vectors come to each other, so the
-resemblance can be checked. Each distractor gets a metadata row and a PDQ hash (a real
-hash with a third of its bits flipped: never a match, but searched like one); it gets
-no keypoints (bench_query lends it a real reference's). The padded index is built the
-way a growing index switches: IVF-PQ trained on the collection's own vectors.
-The save that follows applies the index's own size policy, so a padding that stays
-below half the switch size (provenance.index.vectors) ends up exact again.
+Distractors cost what real references cost on every path a query takes:
+
+* **vectors**, one per indexed region: each a Dirichlet mix of three real vectors of the same
+  region with multiplicative log-normal noise (GeM features are non-negative),
+  re-normalised. The script prints how close distractors come to their nearest real vector
+  next to how close real vectors come to each other, so the resemblance can be checked;
+* **local features, visual words, thumbnail** of a donor (a random real reference): the
+  keypoints' positions are shuffled among them, so a donor's copy matches their descriptors
+  as it matches the donor's (the same verification work) but never verifies; the words are
+  the donor's, so posting lists grow as a real collection's do;
+* **PDQ hash**: a donor's with a third of its bits flipped (searched, never a match).
+
+The distractors are written as segments of :data:`SEGMENT_REFERENCES` (the size tier
+merges stop at), then the index trains its IVF codec and gives every large segment its
+companion, as a growing index does (``provenance.index.writing.maintain_ivf``).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 NOISE_SIGMA = 0.6
-CHUNK_REFS = 20000
+SEGMENT_REFERENCES = 1 << 17
 
 
 def synthetic_vectors(real: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -43,23 +48,44 @@ def nearest_real(sample: np.ndarray, real: np.ndarray, exclude_self: bool) -> np
     return similarity.max(axis=1)
 
 
+def donors(store) -> list[dict]:
+    """Per live reference of ``store``: its features record (positions shuffled), words, thumbnail, hash."""
+    from provenance.features import shuffled_positions
+
+    snapshot = store.snapshot
+    found = []
+    rng = np.random.default_rng(1)
+    for segment in snapshot.segments:
+        words, rows = segment.word_pairs()
+        order = np.argsort(rows, kind="stable")
+        words, rows = words[order], rows[order]
+        bounds = np.searchsorted(rows, np.arange(len(segment) + 1))
+        for row in range(len(segment)):
+            found.append({"features": shuffled_positions(segment.features(row), rng), "thumb": segment.thumbnail(row),
+                          "words": np.array(words[bounds[row]:bounds[row + 1]]), "pdq": segment.pdq_rows()[row].tobytes()})
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--index", required=True, help="a built index of real references (exact)")
+    parser.add_argument("--index", required=True, help="a built index of real references (with trained codecs)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--refs", type=int, required=True, help="total references after padding")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    from provenance.index.store import PDQ_BLOB, IndexStore
-    from provenance.index.vectors import REGION_BITS, build_approximate, vector_ids
+    from provenance.index import writing
+    from provenance.index.store import IndexStore
+    from provenance.index.vectors import REGION_BITS
 
     out = Path(args.out)
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(args.index, out)
     store = IndexStore.open(out)
-    ids, vectors = store.vectors.contents()
+    if store.snapshot.codecs is None:
+        raise SystemExit(f"{args.index} has no trained codecs (fewer than 200 references): nothing to pad like")
+    ids, vectors = store.snapshot.vectors()
     regions = ids & ((1 << REGION_BITS) - 1)
     region_numbers = sorted(set(regions.tolist()))
     real_count = store.metadata.count()
@@ -72,40 +98,49 @@ def main() -> None:
     print(f"nearest-real cosine, median / p95: distractors {np.median(nearest_real(probe, whole, False)):.3f} / "
           f"{np.percentile(nearest_real(probe, whole, False), 95):.3f}; real vs other real "
           f"{np.median(nearest_real(whole, whole, True)):.3f} / {np.percentile(nearest_real(whole, whole, True), 95):.3f}")
-
-    real_pdq = [blob[:32] for _, blob in store.metadata.blobs(PDQ_BLOB)]
-    first_id = store.metadata.next_id()
+    by_region = {region: vectors[regions == region] for region in region_numbers}
+    pool = donors(store)
     started = time.perf_counter()
-
-    def chunks():
-        yield ids, vectors
-        for start in range(0, pad, CHUNK_REFS):
-            refs = np.arange(first_id + start, first_id + min(pad, start + CHUNK_REFS), dtype=np.int64)
-            block = np.stack([synthetic_vectors(vectors[regions == r], len(refs), rng) for r in region_numbers], axis=1)
-            region_ids = np.broadcast_to(np.array(region_numbers), (len(refs), len(region_numbers)))
-            yield vector_ids(np.repeat(refs, len(region_numbers)), region_ids.ravel()), block.reshape(-1, vectors.shape[1])
-            _add_metadata(store, refs, real_pdq, rng)
-            print(f"  {start + len(refs)}/{pad} distractors ({time.perf_counter() - started:.0f} s)", flush=True)
-
-    total_vectors = len(ids) + pad * len(region_numbers)
-    store.vectors = build_approximate(vectors.shape[1], out, "rerank-padded", chunks(), total_vectors)
-    store.save()
-    print(f"padded {out}: {store.metadata.count()} references, {store.vectors.ntotal} vectors, "
-          f"{store.vectors.describe().get('factory', store.vectors.kind)}, built in {time.perf_counter() - started:.0f} s")
+    first_id = store.metadata.next_id()
+    for start in range(0, pad, SEGMENT_REFERENCES):
+        refs = np.arange(first_id + start, first_id + min(pad, start + SEGMENT_REFERENCES), dtype=np.int64)
+        _write_distractors(store, refs, by_region, pool, rng)
+        print(f"  {start + len(refs)}/{pad} distractors ({time.perf_counter() - started:.0f} s)", flush=True)
+    trained = time.perf_counter()
+    writing.maintain_ivf(store)
+    info = store.describe_vectors()
+    print(f"padded {out}: {store.metadata.count()} references, {store.snapshot.vector_count} vectors, "
+          f"{info['segments']} segments ({info['approximate_segments']} with IVF, {info.get('ivf', {}).get('factory')}), "
+          f"built in {time.perf_counter() - started:.0f} s (IVF training and companions {time.perf_counter() - trained:.0f} s)")
+    store.close()
 
 
-def _add_metadata(store, refs: np.ndarray, real_pdq: list[bytes], rng) -> None:
+def _write_distractors(store, refs: np.ndarray, by_region: dict, pool: list[dict], rng) -> None:
     from provenance.index.metadata import Reference
-    from provenance.index.store import PDQ_BLOB
+    from provenance.index.segments import SegmentInput
+    from provenance.index.vectors import vector_ids
 
+    regions = sorted(by_region)
+    block = np.stack([synthetic_vectors(by_region[region], len(refs), rng) for region in regions], axis=1)
+    picks = rng.integers(0, len(pool), len(refs))
+    flips = np.packbits(rng.random((len(refs), 256)) < 1 / 3, axis=1)
     now = time.time()
-    store.metadata.insert_many(
-        Reference(int(ref_id), f"synthetic-{ref_id}", f"synthetic/{ref_id}", None, None, "synthetic-distractor",
-                       250, 250, now, {}) for ref_id in refs)
-    for ref_id in refs:
-        base = np.frombuffer(real_pdq[int(rng.integers(len(real_pdq)))], np.uint8)
-        flips = np.packbits(rng.random(256) < 1 / 3)
-        store.metadata.put_blob(int(ref_id), PDQ_BLOB, (base ^ flips).tobytes() + bytes([100]))
+    items, rows = [], []
+    for offset, (ref_id, donor) in enumerate(zip(refs.tolist(), picks.tolist())):
+        source = pool[donor]
+        pdq = (np.frombuffer(source["pdq"][:32], np.uint8) ^ flips[offset]).tobytes() + source["pdq"][32:]
+        items.append(SegmentInput(ref_id, vector_ids(np.full(len(regions), ref_id), np.array(regions)), block[offset],
+                                  pdq, source["features"], source["words"], source["thumb"]))
+        rows.append(Reference(ref_id, f"synthetic-{ref_id}", f"synthetic/{ref_id}", None, None, "synthetic-distractor",
+                              250, 250, now, {}))
+    store.metadata.insert_many(rows)
+    snapshot = store.snapshot
+    frequency = snapshot.document_frequency.copy()
+    for item in items:
+        frequency[item.words.astype(np.int64)] += 1
+    name = f"seg-{store.generation() + 1:08d}"
+    info = store.segment_writer(name, snapshot.codecs).write(items, None, frequency, store.metadata.count())
+    store.commit([info], [], set(), [], snapshot.codecs, len(refs) * len(regions))
 
 
 if __name__ == "__main__":

@@ -262,13 +262,26 @@ def test_add_and_reindex_prepare_a_reference_identically(tmp_path, effnet):
         stores = [engine._store for engine in (reindexed, added)]
         rows = [{ref.sha256: ref for ref in store.metadata.get(range(10)).values()} for store in stores]
         assert rows[0].keys() == rows[1].keys() and len(rows[0]) == 2
-        contents = [dict(zip(*store.vectors.contents())) for store in stores]
+        contents = [dict(zip(*store.snapshot.vectors())) for store in stores]
         for digest, first in rows[0].items():
             second = rows[1][digest]
             assert (first.width, first.height) == (second.width, second.height)
-            for kind in ("sift", "pdq"):
-                assert stores[0].metadata.get_blob(first.id, kind) == stores[1].metadata.get_blob(second.id, kind)
+            assert stores[0].snapshot.reference_data(first.id) == stores[1].snapshot.reference_data(second.id)
             for region in range(len(reindexed.regions)):
                 vector_a = contents[0][int(vector_ids(np.array([first.id]), np.array([region]))[0])]
                 vector_b = contents[1][int(vector_ids(np.array([second.id]), np.array([region]))[0])]
                 np.testing.assert_allclose(vector_a, vector_b, atol=1e-6)
+
+
+def test_known_hashes_answer_as_the_set_of_digests_they_were_made_of():
+    import hashlib
+    import pickle
+
+    from provenance.ingest import KnownHashes
+
+    digests = [hashlib.sha256(bytes([n])).hexdigest() for n in range(50)]
+    known = KnownHashes.of(digests[:25])
+    assert len(known) == 25 and all(digest in known for digest in digests[:25])
+    assert not any(digest in known for digest in digests[25:])
+    assert digests[3] in pickle.loads(pickle.dumps(known))  # what the decode workers get
+    assert digests[0] not in KnownHashes()

@@ -1,49 +1,224 @@
+"""The segment store: search against brute force through commits, removals, merges, codec training
+and reopening; crash safety of a commit; refusals of damaged, foreign and earlier-format indexes."""
+
 import json
 
 import numpy as np
 import pytest
 
 from provenance.errors import CorruptIndexError, IncompatibleIndexError, IndexExistsError, IndexNotFoundError
+from provenance.features import KEYPOINTS_BLOB, PDQ_BLOB, THUMB_BLOB
+from provenance.index import store as store_module
 from provenance.index.manifest import read_manifest
 from provenance.index.metadata import Reference
 from provenance.index.store import IndexStore
-from provenance.index.vectors import VectorIndex, reference_ids, vector_ids
+from provenance.index.vectors import reference_ids, vector_ids
+from provenance.verify.keypoints import Keypoints
 
-DESCRIPTION = {"name": "fake", "dim": 16, "fingerprint": "aaaa", "config": {}}
+DIM = 16
+DESCRIPTION = {"name": "fake", "dim": DIM, "fingerprint": "aaaa", "config": {}}
 
 
-def _unit(rng, n, dim=16):
-    vectors = rng.normal(size=(n, dim)).astype(np.float32)
+def _unit(rng, n, dim=DIM):
+    vectors = np.abs(rng.normal(size=(n, dim))).astype(np.float32)
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def test_flat_search_equals_brute_force():
-    rng = np.random.default_rng(0)
-    data, queries = _unit(rng, 500), _unit(rng, 20)
-    ids = np.arange(500, dtype=np.int64) * 7 + 3
-    index = VectorIndex(16)
-    index.add(ids, data)
-    scores, found = index.search(queries, 10)
-    brute = queries @ data.T
-    expected = np.argsort(-brute, axis=1)[:, :10]
-    assert np.array_equal(found, ids[expected])
-    assert np.allclose(scores, np.take_along_axis(brute, expected, axis=1), atol=1e-5)
+def _blobs(rng, keypoints=120):
+    xy = rng.uniform(0, 200, size=(keypoints, 2)).astype(np.float32)
+    descriptors = rng.integers(0, 60, size=(keypoints, 128), dtype=np.uint8)
+    pdq = rng.integers(0, 256, 32, dtype=np.uint8).tobytes() + bytes([100])
+    return {KEYPOINTS_BLOB: Keypoints(xy, descriptors, 200, 200, "sift").to_bytes(), PDQ_BLOB: pdq,
+            THUMB_BLOB: b"thumb-%d" % int(rng.integers(1 << 30))}
 
 
-def test_flat_search_after_removals_and_memory_mapped_equals_brute_force(tmp_path):
-    store = _store_with_refs(tmp_path, 300)
-    data = _unit(np.random.default_rng(2), 300)  # the vectors _store_with_refs added
-    removed = set(range(0, 300, 3))
-    store.remove_references(sorted(removed))
+def _clustered(rng, n, centres=np.random.default_rng(99).normal(size=(20, DIM))):
+    """Unit vectors near one of 20 centres: neighbours share inverted lists, as real embeddings do."""
+    points = np.abs(centres[rng.integers(0, len(centres), n)] + 0.3 * rng.normal(size=(n, DIM))).astype(np.float32)
+    return points / np.linalg.norm(points, axis=1, keepdims=True)
+
+
+def _add(store, first, count, seed, regions=2, draw=_unit):
+    rng = np.random.default_rng(seed)
+    vectors = {}
+    for ref_id in range(first, first + count):
+        store.metadata.insert(Reference(ref_id, f"sha{ref_id}", f"p{ref_id}.jpg", added_at=1.0))
+        block = draw(rng, regions)
+        store.stage(ref_id, vector_ids(np.full(regions, ref_id), np.arange(regions)), block, _blobs(rng))
+        for region in range(regions):
+            vectors[int(vector_ids(np.array([ref_id]), np.array([region]))[0])] = block[region]
+    return vectors
+
+
+def _store(tmp_path, count=5, seed=2):
+    store = IndexStore.create(tmp_path / "idx", DESCRIPTION)
+    vectors = _add(store, 0, count, seed)
     store.save()
-    live = np.array([ref_id for ref_id in range(300) if ref_id not in removed])
-    queries = _unit(np.random.default_rng(3), 12)
-    brute = queries @ data[live].T
-    order = np.argsort(-brute, axis=1)[:, :10]
-    for searched in (store, IndexStore.open(tmp_path / "idx", DESCRIPTION, read_only=True)):
-        scores, found = searched.vectors.search(queries, 10)
-        assert np.array_equal(found, vector_ids(live[order], np.zeros_like(order)))
-        assert np.allclose(scores, np.take_along_axis(brute, order, axis=1), atol=1e-5)
+    return store, vectors
+
+
+def _brute_force(store, queries, k):
+    """Exhaustive top-k over the live vectors as stored (decoded from their codes)."""
+    ids, vectors = store.snapshot.vectors()
+    scores = queries @ vectors.T
+    order = np.lexsort((np.broadcast_to(ids, scores.shape), -scores), axis=1)[:, :k]
+    return np.take_along_axis(scores, order, axis=1), ids[order]
+
+
+@pytest.fixture()
+def small_training(monkeypatch):
+    import provenance.index.codecs as codecs
+
+    monkeypatch.setattr(codecs, "MIN_TRAIN_REFERENCES", 30)
+
+
+def test_search_over_segments_equals_brute_force_through_removals_merges_and_reopening(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_module, "MERGE_FACTOR", 3)
+    store = IndexStore.create(tmp_path / "idx", DESCRIPTION)
+    for batch in range(5):  # five commits: tiers merge as they fill
+        _add(store, batch * 8, 8, seed=batch)
+        store.save()
+    store.remove_references(list(range(0, 40, 3)))
+    store.save()
+    queries = _unit(np.random.default_rng(9), 10)
+    expected_scores, expected_ids = _brute_force(store, queries, 12)
+    assert not np.isin(reference_ids(expected_ids), np.arange(0, 40, 3)).any()
+    reader = IndexStore.open(tmp_path / "idx", DESCRIPTION, read_only=True)
+    for searched in (store, reader):
+        scores, ids = searched.snapshot.search_vectors(queries, 12)
+        assert np.array_equal(ids, expected_ids)
+        np.testing.assert_allclose(scores, expected_scores, atol=1e-5)
+    store.save(force_merge=True)
+    assert len(store.snapshot.segments) == 1 and not len(store.snapshot.removed)  # tombstones gone with the merge
+    assert reader.refresh()
+    for searched in (store, reader):
+        scores, ids = searched.snapshot.search_vectors(queries, 12)
+        assert np.array_equal(ids, expected_ids)
+    assert store.snapshot.vector_count == reader.snapshot.vector_count == (40 - 14) * 2
+
+
+def test_raw_vectors_are_float16_close(tmp_path):
+    store, vectors = _store(tmp_path, 6)
+    ids, stored = store.snapshot.vectors()
+    np.testing.assert_allclose(stored, np.stack([vectors[int(i)] for i in ids]), atol=1e-3)
+
+
+def test_codecs_are_trained_once_and_rewrite_the_raw_segments(tmp_path, small_training):
+    store = IndexStore.create(tmp_path / "idx", DESCRIPTION)
+    originals = _add(store, 0, 10, seed=1)
+    store.save()
+    assert store.snapshot.codecs is None and store.snapshot.segments[0].info["codec"] == "raw"
+    store.remove_references([3])
+    originals.update(_add(store, 10, 25, seed=2))
+    store.save()  # 34 live references: past the (patched) training size
+    snapshot = store.snapshot
+    assert snapshot.codecs is not None and len(snapshot.segments) == 1
+    assert snapshot.segments[0].info["codec"] == snapshot.codecs.version and not len(snapshot.removed)
+    ids, stored = snapshot.vectors()
+    assert 3 not in set(reference_ids(ids).tolist()) and len(ids) == 34 * 2
+    # 4-bit codes (FAISS truncates to 15 steps and decodes to their middle): within a step
+    error = np.abs(stored - np.stack([originals[int(i)] for i in ids]))
+    assert np.all(error <= snapshot.codecs.vector_ranges[1] / 15 + 1e-3)
+    assert snapshot.document_frequency.sum() > 0  # words stored once a codebook exists
+    features = snapshot.local_features(5)
+    assert len(features) == 120 and features.root_sift.shape == (120, 128)
+    np.testing.assert_allclose(np.linalg.norm(features.root_sift, axis=1), 1.0, atol=1e-5)
+    reopened = IndexStore.open(tmp_path / "idx", DESCRIPTION, read_only=True)
+    assert reopened.snapshot.codecs.version == snapshot.codecs.version
+
+
+def test_removed_references_are_hidden_from_every_reader(tmp_path):
+    store, _ = _store(tmp_path, 6)
+    pdq = store.snapshot.pdq(2)
+    codes = np.frombuffer(pdq[:32], np.uint8)[None]
+    assert store.snapshot.search_pdq(codes, 4, 31)[0] == (0, 2)
+    store.remove_references([2])
+    store.save()
+    snapshot = store.snapshot
+    assert snapshot.search_pdq(codes, 4, 31) == [] and snapshot.locate(2) is None and snapshot.thumbnail(2) is None
+    assert 2 not in [ref_id for ref_id, _ in snapshot.pdq_hashes()]
+
+
+def test_a_reader_keeps_its_snapshot_while_the_writer_merges(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_module, "MERGE_FACTOR", 2)
+    store, _ = _store(tmp_path, 4)
+    reader = IndexStore.open(tmp_path / "idx", DESCRIPTION, read_only=True)
+    before = reader.snapshot
+    queries = _unit(np.random.default_rng(5), 3)
+    expected = before.search_vectors(queries, 4)
+    _add(store, 4, 4, seed=7)
+    store.save()  # the second segment of the tier: merged, and the first one's files deleted
+    assert len(store.snapshot.segments) == 1
+    assert not (tmp_path / "idx" / "segments" / f"{before.segments[0].name}.dat").exists()
+    again = before.search_vectors(queries, 4)  # the deleted files stay mapped
+    assert np.array_equal(again[1], expected[1])
+    assert reader.refresh() and reader.snapshot.references == 8
+
+
+def test_save_and_reopen(tmp_path):
+    store, _ = _store(tmp_path, 5)
+    store.close()
+    reopened = IndexStore.open(tmp_path / "idx", DESCRIPTION)
+    assert reopened.snapshot.vector_count == 10 and reopened.metadata.count() == 5
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    assert manifest["reference_count"] == 5 and manifest["format_version"] == 2
+    assert {path.suffix for path in (tmp_path / "idx" / "segments").iterdir()} == {".dat", ".vec", ".pdq"}
+
+
+def test_interrupted_save_leaves_previous_index_usable(tmp_path, monkeypatch):
+    store, _ = _store(tmp_path, 3)
+    _add(store, 3, 2, seed=4)
+
+    def crash():
+        raise KeyboardInterrupt("power cut")
+
+    # the new segment is written, then the process dies before the SQLite commit
+    monkeypatch.setattr(store.metadata, "commit", crash)
+    with pytest.raises(KeyboardInterrupt):
+        store.save()
+    monkeypatch.undo()
+    files = {path.name for path in (tmp_path / "idx" / "segments").iterdir()}
+    assert len(files) == 6  # the committed segment and the orphan
+    store.close()
+    reopened = IndexStore.open(tmp_path / "idx", DESCRIPTION)
+    assert reopened.metadata.count() == 3 and reopened.snapshot.vector_count == 6
+    reopened.save()  # the next writer's commit deletes the orphan
+    assert len(list((tmp_path / "idx" / "segments").iterdir())) == 3
+
+
+def test_segments_that_disagree_with_the_catalogue_are_reported(tmp_path):
+    store, _ = _store(tmp_path, 2)
+    store.metadata.insert(Reference(7, "sha7", "p7.jpg", added_at=1.0))  # a row with no data
+    store.metadata.commit()
+    store.close()
+    with pytest.raises(CorruptIndexError, match="segments hold 2 live references, its catalogue 3"):
+        IndexStore.open(tmp_path / "idx", DESCRIPTION)
+
+
+def test_incompatible_embedder_and_format_are_refused(tmp_path):
+    _store(tmp_path, 1)[0].close()
+    other = dict(DESCRIPTION, fingerprint="bbbb", name="other")
+    with pytest.raises(IncompatibleIndexError, match="built with embedder 'fake'"):
+        IndexStore.open(tmp_path / "idx", other)
+    manifest_path = tmp_path / "idx" / "manifest.json"
+    data = json.loads(manifest_path.read_text())
+    data["format_version"] = 99
+    manifest_path.write_text(json.dumps(data))
+    with pytest.raises(IncompatibleIndexError, match="format version 99"):
+        read_manifest(tmp_path / "idx")
+    data["format_version"] = 1
+    manifest_path.write_text(json.dumps(data))
+    with pytest.raises(IncompatibleIndexError, match="earlier provenance.*--rebuild"):
+        read_manifest(tmp_path / "idx")
+
+
+def test_create_refuses_existing_and_open_refuses_missing(tmp_path):
+    _store(tmp_path, 1)[0].close()
+    with pytest.raises(IndexExistsError):
+        IndexStore.create(tmp_path / "idx", DESCRIPTION)
+    IndexStore.create(tmp_path / "idx", DESCRIPTION, overwrite=True).close()
+    with pytest.raises(IndexNotFoundError):
+        IndexStore.open(tmp_path / "nothing")
 
 
 def test_vector_id_packing_round_trips():
@@ -55,79 +230,30 @@ def test_vector_id_packing_round_trips():
         vector_ids(np.array([1]), np.array([16]))
 
 
-def test_remove_references_drops_every_region():
-    rng = np.random.default_rng(1)
-    index = VectorIndex(16)
-    index.add(vector_ids(np.array([5, 5, 6]), np.array([0, 3, 0])), _unit(rng, 3))
-    assert index.remove_references([5]) == 2
-    assert index.ntotal == 1
+def test_large_segments_are_searched_through_their_ivf_companions(tmp_path, small_training, monkeypatch):
+    import provenance.index.writing as writing
 
-
-def _store_with_refs(tmp_path, count):
+    monkeypatch.setattr(writing, "IVF_FROM_VECTORS", 1000)
+    monkeypatch.setattr(writing, "SEGMENT_IVF_FROM", 500)
     store = IndexStore.create(tmp_path / "idx", DESCRIPTION)
-    rng = np.random.default_rng(2)
-    for ref_id in range(count):
-        store.metadata.insert(Reference(ref_id, f"sha{ref_id}", f"p{ref_id}.jpg", added_at=1.0))
-    store.vectors.add(vector_ids(np.arange(count), np.zeros(count)), _unit(rng, count))
-    store.save()
-    return store
-
-
-def test_save_and_reopen(tmp_path):
-    store = _store_with_refs(tmp_path, 5)
-    store.close()
-    reopened = IndexStore.open(tmp_path / "idx", DESCRIPTION)
-    assert reopened.vectors.ntotal == 5 and reopened.metadata.count() == 5
-    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
-    assert manifest["reference_count"] == 5 and manifest["format_version"] == 1
-    assert len(list((tmp_path / "idx").glob("vectors-*.faiss"))) == 1
-
-
-def test_interrupted_save_leaves_previous_index_usable(tmp_path, monkeypatch):
-    store = _store_with_refs(tmp_path, 3)
-    store.metadata.insert(Reference(3, "sha3", "p3.jpg", added_at=1.0))
-    store.vectors.add(vector_ids(np.array([3]), np.array([0])), _unit(np.random.default_rng(3), 1))
-
-    def crash():
-        raise KeyboardInterrupt("power cut")
-
-    # the new FAISS file is written, then the process dies before the SQLite commit
-    monkeypatch.setattr(store.metadata, "commit", crash)
-    with pytest.raises(KeyboardInterrupt):
+    for batch in range(3):  # 300 references (600 vectors) per segment
+        _add(store, batch * 300, 300, seed=batch, draw=_clustered)
         store.save()
-    monkeypatch.undo()
-    store.close()
-    reopened = IndexStore.open(tmp_path / "idx", DESCRIPTION)
-    assert reopened.metadata.count() == 3
-    assert reopened.vectors.ntotal == 3
-
-
-def test_mismatched_faiss_and_metadata_is_reported(tmp_path):
-    store = _store_with_refs(tmp_path, 2)
-    store.metadata.set_state("vector_count", "7")
-    store.metadata.commit()
-    store.close()
-    with pytest.raises(CorruptIndexError, match="expects 7"):
-        IndexStore.open(tmp_path / "idx", DESCRIPTION)
-
-
-def test_incompatible_embedder_and_format_are_refused(tmp_path):
-    _store_with_refs(tmp_path, 1).close()
-    other = dict(DESCRIPTION, fingerprint="bbbb", name="other")
-    with pytest.raises(IncompatibleIndexError, match="built with embedder 'fake'"):
-        IndexStore.open(tmp_path / "idx", other)
-    manifest_path = tmp_path / "idx" / "manifest.json"
-    data = json.loads(manifest_path.read_text())
-    data["format_version"] = 99
-    manifest_path.write_text(json.dumps(data))
-    with pytest.raises(IncompatibleIndexError, match="format version 99"):
-        read_manifest(tmp_path / "idx")
-
-
-def test_create_refuses_existing_and_open_refuses_missing(tmp_path):
-    _store_with_refs(tmp_path, 1).close()
-    with pytest.raises(IndexExistsError):
-        IndexStore.create(tmp_path / "idx", DESCRIPTION)
-    IndexStore.create(tmp_path / "idx", DESCRIPTION, overwrite=True).close()
-    with pytest.raises(IndexNotFoundError):
-        IndexStore.open(tmp_path / "nothing")
+    snapshot = store.snapshot
+    assert snapshot.ivf is not None and sum(segment.approximate for segment in snapshot.segments) == 3
+    assert store.describe_vectors()["ivf"]["factory"].startswith("IVF")
+    queries = _clustered(np.random.default_rng(11), 20)
+    expected_scores, expected_ids = _brute_force(store, queries, 10)
+    for searched in (store, IndexStore.open(tmp_path / "idx", DESCRIPTION, read_only=True)):
+        scores, ids = searched.snapshot.search_vectors(queries, 10)
+        recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, expected_ids)])
+        assert recall >= 0.98 and np.array_equal(ids[:, 0], expected_ids[:, 0])
+        # the candidates are re-scored from the stored codes: the scores are the exhaustive ones
+        found = ids == expected_ids
+        np.testing.assert_allclose(scores[found], expected_scores[found], atol=1e-5)
+    store.remove_references(list(range(0, 900, 2)))
+    store.save(force_merge=True)  # one merged segment: its companion is built with the merge
+    (merged,) = store.snapshot.segments
+    assert merged.approximate and len(merged) == 450
+    companions = list((tmp_path / "idx" / "segments").glob("*.ivf"))
+    assert [path.name.split(".")[0] for path in companions] == [merged.name]

@@ -14,9 +14,9 @@ from .conftest import synthetic_photo
 
 @pytest.fixture()
 def engine(tmp_path, effnet, photo_folder, monkeypatch):
-    import provenance.visual_words as vw
+    import provenance.index.codecs as codecs
 
-    monkeypatch.setattr(vw, "MIN_TRAIN_REFERENCES", 4)  # six photos train the word codebook
+    monkeypatch.setattr(codecs, "MIN_TRAIN_REFERENCES", 4)  # six photos train the codecs (and the words)
     with Engine.create(tmp_path / "index", effnet) as built:
         built.reindex(photo_folder, workers=0)
         yield built
@@ -47,14 +47,13 @@ def test_every_source_finds_an_exact_copy_and_answers_per_image(name, engine, ph
 
 
 @pytest.mark.parametrize("name", sorted(SOURCES))
-def test_every_source_follows_removals_and_reset(name, engine, photos):
+def test_every_source_follows_removals_and_additions(name, engine, photos):
     source = SOURCES[name].from_store(engine._store, depth=engine.search_depth)
-    engine.add_source(source)
     target = _ref_id(engine, 5)
     assert target in {hit.ref_id for hit in source.search(_batch(engine, [photos[5]]))[0]}
     engine.remove(ref_ids=[target])
     assert target not in {hit.ref_id for hit in source.search(_batch(engine, [photos[5]]))[0]}
-    source.reset()
+    engine.compact()  # the tombstone goes with a merge: still not found
     assert target not in {hit.ref_id for hit in source.search(_batch(engine, [photos[5]]))[0]}
     new_id = engine.add(photos[5], "again.jpg")
     assert new_id in {hit.ref_id for hit in source.search(_batch(engine, [photos[5]]))[0]}
@@ -69,30 +68,33 @@ def test_vector_source_restricted_to_whole_image_regions(engine, photos):
     assert all(everything[ref_id] >= similarity - 1e-6 for ref_id, similarity in restricted.items())
 
 
-def test_visual_words_are_stored_once_the_codebook_is_trained(engine, tmp_path, effnet, photo_folder):
-    import provenance.visual_words as vw
+def test_visual_words_are_stored_once_the_codecs_are_trained(engine):
+    from provenance.verify.keypoints import DEFAULT_MAX_KEYPOINTS
 
-    metadata = engine._store.metadata
-    assert metadata.get_state(vw.CODEBOOK_STATE) is not None
-    words = dict(metadata.blobs(vw.WORDS_BLOB))
-    assert set(words) == {ref_id for ref_id, _ in metadata.blobs("sift")}
-    assert all(0 < len(vw.words_from_bytes(blob)) <= 500 for blob in words.values())
-    codebook = vw.codebook_from_text(metadata.get_state(vw.CODEBOOK_STATE))
-    assert codebook.shape == (2, vw.CENTROIDS, vw.HALF)
-    with pytest.raises(ValueError):
-        vw.codebook_from_text(vw.codebook_to_text(codebook[:1]))
+    snapshot = engine._store.snapshot
+    assert snapshot.codecs is not None and snapshot.codecs.word_codebook.shape == (2, 256, 64)
+    (segment,) = snapshot.segments
+    words, rows = segment.word_pairs()
+    per_reference = np.bincount(rows, minlength=len(segment))
+    assert len(segment) == 6 and np.all((per_reference > 0) & (per_reference <= DEFAULT_MAX_KEYPOINTS))
+    assert snapshot.document_frequency.sum() == len(words)
 
 
-def test_an_index_without_words_gets_them_when_compacted(tmp_path, effnet, photo_folder, monkeypatch):
-    import provenance.visual_words as vw
+def test_an_index_trains_its_codecs_once_it_holds_enough_references(tmp_path, effnet, photo_folder, monkeypatch):
+    import provenance.index.codecs as codecs
 
-    with Engine.create(tmp_path / "old", effnet) as old:  # fewer references than the training needs
-        old.reindex(photo_folder, workers=0)
-        assert old._store.metadata.get_state(vw.CODEBOOK_STATE) is None
-        monkeypatch.setattr(vw, "MIN_TRAIN_REFERENCES", 4)
-        old.compact()
-    with Engine.open(tmp_path / "old", read_only=True) as reopened:
-        assert len(reopened._store.metadata.blobs(vw.WORDS_BLOB)) == 6
+    with Engine.create(tmp_path / "small", effnet) as small:  # fewer references than the training needs
+        small.reindex(photo_folder, workers=0)
+        assert small._store.snapshot.codecs is None
+        before = small.query(photos_copy := synthetic_photo(3)).to_dict()["matches"]
+        monkeypatch.setattr(codecs, "MIN_TRAIN_REFERENCES", 4)
+        small.compact()  # any save trains them now
+    with Engine.open(tmp_path / "small", read_only=True) as reopened:
+        assert reopened._store.snapshot.codecs is not None
+        after = reopened.query(photos_copy).to_dict()["matches"]
+        # the same copy (its inliers differ: coded descriptors); 4-bit codes may reorder the unrelated runners-up
+        assert (after[0]["ref_id"], after[0]["verdict"]) == (before[0]["ref_id"], before[0]["verdict"]) == (4, "copy")
+        assert {m["ref_id"] for m in after} == {m["ref_id"] for m in before}
 
 
 def test_keypoint_votes_find_a_copy_under_stickers(engine, photos):
@@ -124,7 +126,7 @@ def test_first_round_adds_the_best_voted_references():
 
 
 def test_second_round_only_when_nothing_verified_and_the_margin_is_small():
-    flat = [Candidate(ref_id, similarity=0.8 - 0.01 * ref_id) for ref_id in range(20)]
+    flat = [Candidate(ref_id, similarity=0.8 - 0.02 * ref_id) for ref_id in range(20)]
     first = fusion.first_round(flat)
     assert [c.ref_id for c in first] == list(range(fusion.VERIFY_CANDIDATES))
     more = fusion.second_round(flat)
@@ -135,12 +137,21 @@ def test_second_round_only_when_nothing_verified_and_the_margin_is_small():
     assert fusion.second_round(copied) == []
 
 
-def test_flat_references_leave_the_codebook_untrained_and_reindex_goes_on(tmp_path, effnet, monkeypatch):
+def test_second_round_takes_the_candidates_tied_with_its_last_within_the_codes_precision():
+    last = fusion.VERIFY_CANDIDATES + fusion.MORE_CANDIDATES
+    ranked = [Candidate(ref_id, similarity=0.8 - 0.001 * ref_id) for ref_id in range(last)]
+    ranked += [Candidate(100, similarity=ranked[-1].similarity - fusion.QUANTISATION_SLACK / 2),
+               Candidate(101, similarity=ranked[-1].similarity - 2 * fusion.QUANTISATION_SLACK)]
+    chosen = [c.ref_id for c in fusion.second_round(ranked)]
+    assert chosen == list(range(fusion.VERIFY_CANDIDATES, last)) + [100]
+
+
+def test_flat_references_leave_the_codecs_untrained_and_reindex_goes_on(tmp_path, effnet, monkeypatch):
     from PIL import Image
 
-    import provenance.visual_words as vw
+    import provenance.index.codecs as codecs
 
-    monkeypatch.setattr(vw, "MIN_TRAIN_REFERENCES", 2)
+    monkeypatch.setattr(codecs, "MIN_TRAIN_REFERENCES", 2)
     folder = tmp_path / "flat"
     folder.mkdir()
     for number in range(3):
@@ -148,5 +159,5 @@ def test_flat_references_leave_the_codebook_untrained_and_reindex_goes_on(tmp_pa
     with Engine.create(tmp_path / "index", effnet) as engine:
         summary = engine.reindex(folder, workers=0)
         assert summary.added == 3 and summary.failed == 0
-        assert engine._store.metadata.get_state(vw.CODEBOOK_STATE) is None
+        assert engine._store.snapshot.codecs is None
         assert engine.query(folder / "flat_1.png").best is not None

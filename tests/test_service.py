@@ -69,7 +69,8 @@ def test_batch_reference_info_health_and_schema(engine, scene):
     assert reference.status_code == 200 and reference.json()["subject"] == "Person 1"
     assert client.get("/v1/references/999999").status_code == 404
     thumbnail = client.get(f"/v1/references/{first['matches'][0]['ref_id']}/thumbnail")
-    assert thumbnail.status_code == 200 and thumbnail.content[:2] == b"\xff\xd8"
+    assert thumbnail.status_code == 200 and thumbnail.content[8:12] == b"WEBP"
+    assert thumbnail.headers["content-type"] == "image/webp"
     assert client.get("/v1/healthz").json() == {"status": "ok"}
     assert client.get("/v1/info").json()["references"] == 6
     schema = client.get("/openapi.json").json()

@@ -42,6 +42,20 @@ def _truncate(pattern, keep):
     return tamper
 
 
+def _damage_keypoints(index, _other):
+    (path,) = index.glob("segments/*.dat")
+    data = bytearray(path.read_bytes())
+    at = data.find(b"PVLF")  # the first reference's local-feature record
+    data[at:at + 4] = b"XXXX"
+    path.write_bytes(bytes(data))
+
+
+def _foreign_segment(index, other):
+    (mine,) = index.glob("segments/*.dat")
+    (theirs,) = other.glob("segments/*.dat")
+    mine.write_bytes(theirs.read_bytes())
+
+
 def _sql(statement):
     def tamper(index, _other):
         with sqlite3.connect(index / "metadata.sqlite") as connection:
@@ -61,11 +75,15 @@ TAMPERING = {
     "edited regions": _manifest_edit(lambda data: data.update(regions=data["regions"][:2])),
     "edited dimension": _manifest_edit(lambda data: data["embedder"].update(dim=17)),
     "edited fingerprint": _manifest_edit(lambda data: data["embedder"].update(fingerprint="0" * 16)),
-    "truncated vector file": _truncate("vectors-*.faiss", 300),
+    "truncated vector file": _truncate("segments/*.vec", 300),
+    "truncated hash file": _truncate("segments/*.pdq", 20),
+    "truncated segment": _truncate("segments/*.dat", 2000),
+    "missing segment file": lambda index, _: next(index.glob("segments/*.vec")).unlink(),
+    "segment of another index": _foreign_segment,
     "SQLite of another index": _swap_metadata,
     "garbage SQLite": lambda index, _: (index / "metadata.sqlite").write_bytes(b"not a database" * 100),
-    "short keypoint blob": _sql("UPDATE blobs SET data = substr(data, 1, 40) WHERE kind = 'sift'"),
-    "short PDQ blob": _sql("UPDATE blobs SET data = substr(data, 1, 10) WHERE kind = 'pdq'"),
+    "damaged keypoint record": _damage_keypoints,
+    "segment list of another state": _sql("UPDATE segments SET info = replace(info, '\"references\": 3', '\"references\": 4')"),
 }
 
 

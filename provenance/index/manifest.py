@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import CorruptIndexError, IncompatibleIndexError, IndexNotFoundError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 
 
@@ -78,6 +78,12 @@ def read_manifest(directory: Path) -> Manifest:
     except (OSError, ValueError) as exc:
         raise CorruptIndexError(f"cannot read {path}: {exc}") from None
     version = data.get("format_version") if isinstance(data, dict) else None
+    if version == 1:
+        raise IncompatibleIndexError(
+            f"index at {directory} was built by an earlier provenance (format 1: one FAISS file, keypoints and "
+            f"thumbnails in SQLite); this version reads format {FORMAT_VERSION} (segments, 10 KB per reference). "
+            f"Rebuild it from its references: provenance reindex SOURCE --index {directory} --rebuild"
+        )
     if version != FORMAT_VERSION:
         raise IncompatibleIndexError(
             f"index at {directory} has format version {version}; this provenance reads version {FORMAT_VERSION}. "

@@ -1,7 +1,9 @@
-"""SQLite metadata beside the FAISS index: one row per reference, plus index state.
+"""SQLite metadata beside the segments: one row per reference, the live segments, tombstones, state.
 
-The SQLite commit is the index's commit point: the row changes and the name of the FAISS
-file that matches them are committed in one transaction (see :mod:`.store`).
+The SQLite commit is the index's commit point: the row changes, the list of live segments
+that hold their data and the tombstones of removed references are committed in one
+transaction (see :mod:`.store`). Bulk data (vectors, hashes, keypoints, thumbnails) lives
+in the segments, not here.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -32,12 +35,10 @@ CREATE INDEX IF NOT EXISTS refs_sha256 ON refs(sha256);
 CREATE INDEX IF NOT EXISTS refs_path ON refs(path);
 CREATE INDEX IF NOT EXISTS refs_subject ON refs(subject);
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS blobs (
-    ref_id INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    data BLOB NOT NULL,
-    PRIMARY KEY (ref_id, kind)
-);
+CREATE TABLE IF NOT EXISTS segments (name TEXT PRIMARY KEY, info TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS removed (ref_id INTEGER PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS codecs (version TEXT PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS ivf (version TEXT PRIMARY KEY, trained_on INTEGER NOT NULL, data BLOB NOT NULL);
 """
 
 _COLUMNS = ("id", "sha256", "path", "subject", "source_url", "collection", "width", "height", "added_at", "extra")
@@ -109,44 +110,56 @@ class MetadataStore:
             self._connection.executemany(f"INSERT INTO refs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})", rows)
             self.set_state("next_id", str(max(int(row[0]) for row in rows) + 1))
 
-    def put_blob(self, ref_id: int, kind: str, data: bytes) -> None:
+    # -- segments and tombstones (committed with the rows) ---------------------------------
+    def segment_infos(self) -> list[dict]:
+        """The live segments' descriptions, in the order they were written."""
         with self._lock:
-            self._connection.execute("INSERT OR REPLACE INTO blobs (ref_id, kind, data) VALUES (?, ?, ?)", (ref_id, kind, data))
+            rows = self._connection.execute("SELECT info FROM segments ORDER BY name").fetchall()
+        return [json.loads(row[0]) for row in rows]
 
-    def get_blob(self, ref_id: int, kind: str) -> bytes | None:
+    def replace_segments(self, added: list[dict], dropped: Iterable[str] = ()) -> None:
         with self._lock:
-            row = self._connection.execute("SELECT data FROM blobs WHERE ref_id=? AND kind=?", (ref_id, kind)).fetchone()
-        return None if row is None else bytes(row[0])
+            self._connection.executemany("DELETE FROM segments WHERE name=?", [(name,) for name in dropped])
+            self._connection.executemany("INSERT INTO segments (name, info) VALUES (?, ?)",
+                                         [(info["name"], json.dumps(info, sort_keys=True)) for info in added])
 
-    def blobs_of(self, ref_id: int) -> dict[str, bytes]:
-        """Every blob stored for one reference, by kind."""
+    def codecs_data(self) -> tuple[str, bytes] | None:
+        """(version, bytes) of the index's codecs, or None before they are trained."""
         with self._lock:
-            rows = self._connection.execute("SELECT kind, data FROM blobs WHERE ref_id=?", (ref_id,)).fetchall()
-        return {row[0]: bytes(row[1]) for row in rows}
+            row = self._connection.execute("SELECT version, data FROM codecs").fetchone()
+        return None if row is None else (row[0], bytes(row[1]))
 
-    def blobs(self, kind: str) -> list[tuple[int, bytes]]:
-        """(ref_id, data) of every stored blob of one kind."""
+    def set_codecs(self, version: str, data: bytes) -> None:
         with self._lock:
-            return [(row[0], bytes(row[1])) for row in self._connection.execute("SELECT ref_id, data FROM blobs WHERE kind=?", (kind,))]
+            self._connection.execute("DELETE FROM codecs")
+            self._connection.execute("INSERT INTO codecs (version, data) VALUES (?, ?)", (version, data))
 
-    def iter_blobs(self, kind: str, batch: int = 50000) -> Iterator[list[tuple[int, bytes]]]:
-        """Every stored blob of one kind as lists of at most ``batch`` (ref_id, data)."""
-        last = -1
-        while True:
-            with self._lock:
-                rows = self._connection.execute(
-                    "SELECT ref_id, data FROM blobs WHERE kind=? AND ref_id>? ORDER BY ref_id LIMIT ?", (kind, last, batch)
-                ).fetchall()
-            if not rows:
-                return
-            yield [(row[0], bytes(row[1])) for row in rows]
-            last = rows[-1][0]
+    def ivf_data(self) -> tuple[str, int, bytes] | None:
+        with self._lock:
+            row = self._connection.execute("SELECT version, trained_on, data FROM ivf").fetchone()
+        return None if row is None else (row[0], int(row[1]), bytes(row[2]))
+
+    def set_ivf(self, version: str, trained_on: int, data: bytes) -> None:
+        with self._lock:
+            self._connection.execute("DELETE FROM ivf")
+            self._connection.execute("INSERT INTO ivf (version, trained_on, data) VALUES (?, ?, ?)", (version, trained_on, data))
+
+    def removed_ids(self) -> list[int]:
+        with self._lock:
+            return [row[0] for row in self._connection.execute("SELECT ref_id FROM removed ORDER BY ref_id")]
+
+    def add_tombstones(self, ref_ids: Iterable[int]) -> None:
+        with self._lock:
+            self._connection.executemany("INSERT OR IGNORE INTO removed (ref_id) VALUES (?)", [(int(i),) for i in ref_ids])
+
+    def drop_tombstones(self, ref_ids: Iterable[int]) -> None:
+        with self._lock:
+            self._connection.executemany("DELETE FROM removed WHERE ref_id=?", [(int(i),) for i in ref_ids])
 
     def delete(self, ref_ids: Iterable[int]) -> None:
         ids = [(int(ref_id),) for ref_id in ref_ids]
         with self._lock:
             self._connection.executemany("DELETE FROM refs WHERE id=?", ids)
-            self._connection.executemany("DELETE FROM blobs WHERE ref_id=?", ids)
 
     def get(self, ref_ids: Iterable[int]) -> dict[int, Reference]:
         ids = [int(ref_id) for ref_id in ref_ids]
@@ -200,6 +213,19 @@ class MetadataStore:
     def set_state(self, key: str, value: str) -> None:
         with self._lock:
             self._connection.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, value))
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Statements inside see one committed state (a read transaction; the writer sees its own)."""
+        with self._lock:
+            if self._connection.in_transaction:
+                yield
+                return
+            self._connection.execute("BEGIN")
+            try:
+                yield
+            finally:
+                self._connection.execute("COMMIT")
 
     def commit(self) -> None:
         with self._lock:

@@ -1,114 +1,109 @@
-"""An index directory: manifest + FAISS file + SQLite metadata, saved atomically.
+"""An index directory: manifest, SQLite catalogue and immutable segments, committed atomically.
 
-Commit protocol (a crash at any point leaves the last committed index usable):
-1. the FAISS index is written to a new file ``vectors-<generation>.faiss``;
-2. one SQLite transaction commits the pending row changes together with the name of
-   that file (the commit point);
-3. the manifest is replaced atomically (counts, times) and stale FAISS files deleted.
-Opening reads the FAISS file named in SQLite, so a save cut short before step 2 is
-invisible: the old rows and the old FAISS file are still paired.
+Commit protocol (a crash at any point leaves the last committed index readable):
 
-An approximate index also has append-only re-ranking rows (``rerank-*.f16`` / ``.ids``);
-SQLite records their file stem and committed row count in the same transaction, and
-rows past that count are ignored by readers and cut off by the next writer.
+1. the references added since the last commit are written as a new segment (files
+   fsynced, :mod:`.segments`);
+2. one SQLite transaction commits their rows, the new list of live segments and the
+   tombstones of removed references (the commit point);
+3. the manifest is replaced atomically (counts, times) and files of segments no longer
+   live are deleted.
+
+A segment written but never named in SQLite (a crash before step 2) is invisible and
+deleted by the next writer. After a commit the writer merges segments of similar size
+(:data:`MERGE_FACTOR` of them) into one, dropping removed references, in a commit of its
+own; readers keep the segments they opened until they follow the writer.
 
 One writer at a time: an index opened for writing holds an exclusive ``flock`` on
-``write.lock`` until closed, and a second writer is refused at once with
-:class:`~provenance.errors.IndexLockedError` (readers take no lock; the kernel drops it
-when a killed writer's process ends).
-
-Indexes opened ``read_only`` refuse every change; exact ones are memory-mapped (FAISS
-``IO_FLAG_MMAP_IFC``), so that query processes share the page cache and start at once.
+``write.lock`` until closed; a second writer is refused at once with
+:class:`~provenance.errors.IndexLockedError`. Readers take no lock and never wait: each
+query reads one :class:`~.snapshot.Snapshot`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
+import math
 import os
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import CorruptIndexError, IndexExistsError, IndexLockedError, ReadOnlyIndexError
+from ..features import FEATURES_BLOB, KEYPOINTS_BLOB, PDQ_BLOB, PDQ_BLOB_SIZE, THUMB_BLOB
+from . import codecs as codec_module
+from .codecs import RAW, Codecs
 from .manifest import MANIFEST_NAME, Manifest, check_embedder, read_manifest, write_manifest
 from .metadata import MetadataStore
-from .rerank import FILE_SUFFIXES as RERANK_SUFFIXES
-from .rerank import RerankRows
-from .vectors import VectorIndex
-
-KEYPOINTS_BLOB = "sift"
-PDQ_BLOB = "pdq"  # 32 hash bytes + 1 quality byte
-THUMB_BLOB = "thumb"  # a small JPEG of the reference as indexed, for evidence pages
-PDQ_BLOB_SIZE = 33
+from .ivf import IvfCodec, companion_name
+from .segments import Segment, SegmentWriter
+from .snapshot import Snapshot
+from . import writing
 
 METADATA_NAME = "metadata.sqlite"
 ERRORS_NAME = "errors.jsonl"
 LOCK_NAME = "write.lock"
-_FAISS_STATE_KEY = "faiss_file"
-_RERANK_STEM_KEY = "rerank_stem"
-_RERANK_ROWS_KEY = "rerank_rows"
+SEGMENTS_NAME = "segments"
+#: Segments of one size tier (the same power of this factor in references) merged into one.
+MERGE_FACTOR = 8
+#: Tier merges stop short of segments this large (a merge holds its inputs in the writer's
+#: memory; at 10 million references this leaves about 40 segments to search).
+MAX_MERGED_REFERENCES = 1 << 18
+_CODECS_KEY = "codecs"
 _IDENTITY_KEY = "identity"
-_FAISS_BYTES_KEY = "faiss_bytes"
 _RELOAD_ATTEMPTS = 5
+
+__all__ = ["IndexStore", "METADATA_NAME", "ERRORS_NAME", "KEYPOINTS_BLOB", "PDQ_BLOB", "PDQ_BLOB_SIZE", "THUMB_BLOB"]
+
+
+@dataclass
+class Pending:
+    """A reference staged by the writer, written into a segment at the next save."""
+
+    ref_id: int
+    vector_ids: np.ndarray
+    vectors: np.ndarray
+    blobs: dict[str, bytes]
 
 
 class IndexStore:
-    """The files of one index directory, opened for reading and writing."""
+    """The files of one index directory, opened for reading or for writing."""
 
-    def __init__(self, directory: Path, manifest: Manifest, metadata: MetadataStore, vectors: VectorIndex,
-                 read_only: bool = False, lock: "WriterLock | None" = None):
+    def __init__(self, directory: Path, manifest: Manifest, metadata: MetadataStore, read_only: bool = False,
+                 lock: "WriterLock | None" = None):
         self.directory = directory
-        self._writer_lock = lock
         self.read_only = read_only
         self.manifest = manifest
         self.metadata = metadata
-        self.vectors = vectors
+        self._writer_lock = lock
         self._save_lock = threading.Lock()
-        #: objects told of this process's writes and of reloads (candidate sources built
-        #: from the stored data): ``added(ref_id, blobs)``, ``removed(ref_ids)``, ``reset()``
-        self.listeners: list = []
+        self._snapshot_lock = threading.Lock()
+        self._pending: list[Pending] = []
+        self._pending_removed: set[int] = set()
+        self._known_codecs: dict[str, Codecs] = {}
+        self._adopted: Codecs | None = None
+        self._snapshot: Snapshot | None = None
+        self._snapshot = self._load_snapshot({})
 
-    # -- verification data ---------------------------------------------------------------
-    def put_blobs(self, ref_id: int, blobs: dict[str, bytes]) -> None:
-        """Store a reference's verification data (pending until the next save)."""
-        self.check_writable()
-        for kind, data in blobs.items():
-            self.metadata.put_blob(ref_id, kind, data)
-        for listener in self.listeners:
-            listener.added(ref_id, blobs)
+    @property
+    def segment_directory(self) -> Path:
+        return self.directory / SEGMENTS_NAME
 
-    def load_keypoints(self, ref_id: int):
-        """The stored keypoints of a reference, or None."""
-        from ..verify.keypoints import Keypoints
+    @property
+    def snapshot(self) -> Snapshot:
+        """The committed state queries read now (a later refresh replaces it; this one stays whole)."""
+        return self._snapshot
 
-        blob = self.metadata.get_blob(ref_id, KEYPOINTS_BLOB)
-        if blob is None:
-            return None
-        try:
-            return Keypoints.from_bytes(blob)
-        except ValueError as exc:
-            raise self.corrupt(f"the keypoints of reference {ref_id} are unreadable ({exc})") from None
+    @property
+    def dim(self) -> int:
+        return int(self.manifest.embedder["dim"])
 
-    def corrupt(self, what: str) -> CorruptIndexError:
-        """The error for stored data that cannot be what this index wrote."""
-        return CorruptIndexError(f"index at {self.directory} is damaged: {what}; rebuild it with 'provenance reindex --rebuild'")
-
-    def remove_references(self, ref_ids: list[int]) -> None:
-        """Drop references from the vectors and the metadata, and tell the listeners (pending until save)."""
-        self.check_writable()
-        self.vectors.remove_references(ref_ids)
-        self.metadata.delete(ref_ids)
-        for listener in self.listeners:
-            listener.removed(ref_ids)
-
-    def check_writable(self) -> None:
-        """Raise :class:`~provenance.errors.ReadOnlyIndexError` unless opened for writing."""
-        if self.read_only:
-            raise ReadOnlyIndexError(f"index at {self.directory} was opened read-only; open it for writing to change it")
-
+    # -- opening -------------------------------------------------------------------------
     @classmethod
     def create(cls, directory: str | os.PathLike, embedder_description: dict[str, Any], overwrite: bool = False,
                regions: list[Any] | None = None) -> "IndexStore":
@@ -119,16 +114,15 @@ class IndexStore:
         directory.mkdir(parents=True, exist_ok=True)
         lock = WriterLock.acquire(directory)
         try:
-            if (directory / MANIFEST_NAME).exists():
-                if not overwrite:
+            if (directory / MANIFEST_NAME).exists() or (directory / METADATA_NAME).exists():
+                if not overwrite and (directory / MANIFEST_NAME).exists():
                     raise IndexExistsError(f"an index already exists at {directory}; use rebuild/overwrite to replace it")
                 _remove_index_files(directory)
             metadata = MetadataStore(directory / METADATA_NAME)
-            vectors = VectorIndex(int(embedder_description["dim"]))
-            manifest = Manifest(embedder=embedder_description, vector_index=vectors.describe(), index_id=uuid.uuid4().hex)
+            manifest = Manifest(embedder=embedder_description, index_id=uuid.uuid4().hex)
             if regions is not None:
                 manifest.regions = regions
-            store = cls(directory, manifest, metadata, vectors, lock=lock)
+            store = cls(directory, manifest, metadata, lock=lock)
             store.save()
         except BaseException:
             lock.release()
@@ -143,15 +137,13 @@ class IndexStore:
         manifest = read_manifest(directory)
         if embedder_description is not None:
             check_embedder(directory, manifest, embedder_description)
-        metadata_path = directory / METADATA_NAME
-        if not metadata_path.is_file():
+        if not (directory / METADATA_NAME).is_file():
             raise CorruptIndexError(f"index at {directory} has no {METADATA_NAME}")
         lock = None if read_only else WriterLock.acquire(directory)
         metadata = None
         try:
-            metadata = MetadataStore(metadata_path)
-            manifest, vectors = cls._load_committed(directory, metadata, read_only)
-            store = cls(directory, manifest, metadata, vectors, read_only, lock)
+            metadata = MetadataStore(directory / METADATA_NAME)
+            store = cls(directory, manifest, metadata, read_only, lock)
             store._check_identity()
             store._check_consistency()
         except BaseException:
@@ -162,121 +154,204 @@ class IndexStore:
             raise
         return store
 
-    @classmethod
-    def _load_committed(cls, directory: Path, metadata: MetadataStore, read_only: bool) -> tuple[Manifest, VectorIndex]:
-        """The manifest and the committed vector index, even while a writer saves."""
+    def _load_snapshot(self, reusable: dict[str, Segment]) -> Snapshot:
+        """The committed state, even while a writer commits and deletes what it replaced."""
         for attempt in range(_RELOAD_ATTEMPTS):
-            generation = metadata.get_state("generation", "0")
+            generation = self.metadata.get_state("generation", "0")
             try:
-                manifest = read_manifest(directory)
-                return manifest, cls._load_vectors(directory, manifest, metadata, read_only)
+                return self._read_snapshot(reusable)
             except CorruptIndexError:
-                # a writer committed again and deleted the file just named: read the new one
-                if attempt + 1 == _RELOAD_ATTEMPTS or metadata.get_state("generation", "0") == generation:
+                # a writer committed a merge and deleted a segment just listed: read the new list
+                if attempt + 1 == _RELOAD_ATTEMPTS or self.metadata.get_state("generation", "0") == generation:
                     raise
         raise AssertionError("unreachable")
 
-    @staticmethod
-    def _load_vectors(directory: Path, manifest: Manifest, metadata: MetadataStore, read_only: bool) -> VectorIndex:
-        faiss_name = metadata.get_state(_FAISS_STATE_KEY)
-        if faiss_name is None:
-            raise CorruptIndexError(f"index at {directory} names no vector file")
-        faiss_path = directory / faiss_name
-        expected = metadata.get_state(_FAISS_BYTES_KEY)
-        actual = faiss_path.stat().st_size if faiss_path.is_file() else None
-        if actual is None or (expected is not None and int(expected) != actual):
-            found = "is missing" if actual is None else f"has {actual} bytes, not the {expected} committed"
-            raise CorruptIndexError(f"index at {directory} is damaged: its vector file {faiss_name} {found} "
-                                    "(truncated or replaced); rebuild it with 'provenance reindex --rebuild'")
-        dim = int(manifest.embedder["dim"])
-        stem = metadata.get_state(_RERANK_STEM_KEY)
-        rerank = None
-        if stem:
-            rows = int(metadata.get_state(_RERANK_ROWS_KEY, "0"))
-            rerank = RerankRows(directory, stem, dim, rows, writable=not read_only)
-        params = {key: value for key, value in manifest.vector_index.items() if key not in ("type", "metric", "dim", "approximate_from_vectors")}
-        return VectorIndex.load(directory / faiss_name, dim, rerank=rerank, params=params, read_only=read_only)
+    def _read_snapshot(self, reusable: dict[str, Segment]) -> Snapshot:
+        with self.metadata.reading():
+            generation = int(self.metadata.get_state("generation", "0"))
+            infos = self.metadata.segment_infos()
+            removed = np.array(self.metadata.removed_ids(), dtype=np.int64)
+            references = self.metadata.count()
+            vector_count = int(self.metadata.get_state("vector_count", "0"))
+            version = self.metadata.get_state(_CODECS_KEY)
+            ivf_stored = self.metadata.ivf_data()
+        codecs = self._snapshot.codecs if self._snapshot is not None and self._snapshot.codecs is not None \
+            and self._snapshot.codecs.version == version else None
+        if codecs is None and version is not None:
+            codecs = self._read_codecs(version)
+        ivf = self._snapshot.ivf if self._snapshot is not None and self._snapshot.ivf is not None and ivf_stored \
+            and self._snapshot.ivf.version == ivf_stored[0] else None
+        if ivf is None and ivf_stored is not None:
+            ivf = IvfCodec(ivf_stored[2], ivf_stored[1])
+            if ivf.version != ivf_stored[0]:
+                raise self.corrupt("its IVF codec is not the one recorded")
+        segments = []
+        for info in infos:
+            segment = reusable.get(info["name"])
+            if segment is None or segment.info != info:
+                segment = Segment(self.segment_directory, info, codecs, self.manifest.index_id, ivf)
+            segments.append(segment)
+        return Snapshot(generation, tuple(segments), removed, references, codecs, vector_count, ivf)
+
+    def _read_codecs(self, version: str) -> Codecs:
+        stored = self.metadata.codecs_data()
+        try:
+            if stored is None or stored[0] != version:
+                raise ValueError(f"codecs {version} are not stored")
+            codecs = Codecs.from_bytes(stored[1])
+        except ValueError as exc:
+            raise self.corrupt(f"its codecs are unreadable ({exc})") from None
+        if codecs.version != version:
+            raise self.corrupt(f"its codecs are not the {version} its segments were coded with")
+        return codecs
 
     def generation(self) -> int:
         """The committed save generation (readers compare it to notice writers' saves)."""
         return int(self.metadata.get_state("generation", "0"))
 
-    def reload_vectors(self) -> None:
-        """Re-read the committed vector index (a read-only process following a writer)."""
-        with self._save_lock:
-            self.manifest, self.vectors = self._load_committed(self.directory, self.metadata, self.read_only)
-        for listener in self.listeners:
-            listener.reset()
+    def refresh(self) -> bool:
+        """Swap in the newest committed state if a writer committed since; True if it did."""
+        with self._snapshot_lock:
+            if self.generation() == self._snapshot.generation:
+                return False
+            old = self._snapshot
+            self._snapshot = self._load_snapshot({segment.name: segment for segment in old.segments})
+            self.manifest = read_manifest(self.directory)
+            return True
 
     def _check_identity(self) -> None:
         # The manifest is a plain JSON file anyone can edit and SQLite files can be copied
-        # between indexes, so the metadata keeps its own record of what the manifest must say.
+        # between indexes, so the catalogue keeps its own record of what the manifest must say.
         recorded = self.metadata.get_state(_IDENTITY_KEY)
-        if recorded is not None and not self.manifest.index_id:
-            # an index from before identities, killed between recording one and writing the manifest
-            adopted = json.loads(recorded).get("index_id", "")
-            if _identity(dataclasses.replace(self.manifest, index_id=adopted)) == recorded:
-                self.manifest.index_id = adopted
         if recorded is None:
-            if self.manifest.index_id:
-                raise self.corrupt(f"{METADATA_NAME} belongs to no index, but the manifest names index {self.manifest.index_id}")
-            return  # an index from before identities; its next save records one
+            raise self.corrupt(f"{METADATA_NAME} belongs to no index")
         if recorded != _identity(self.manifest):
             raise self.corrupt(f"{MANIFEST_NAME} does not match {METADATA_NAME} (a hand-edited manifest, or files "
                                "from two different indexes): embedder, regions or index id differ")
 
     def _check_consistency(self) -> None:
-        recorded = self.metadata.get_state("vector_count")
-        if recorded is not None and int(recorded) != self.vectors.ntotal:
-            raise CorruptIndexError(
-                f"index at {self.directory}: vector file holds {self.vectors.ntotal} vectors, metadata expects {recorded}"
-            )
+        snapshot = self._snapshot
+        held = sum(len(segment) for segment in snapshot.segments)
+        hidden = sum(int(np.isin(segment.refs, snapshot.removed).sum()) for segment in snapshot.segments) \
+            if len(snapshot.removed) else 0
+        if held - hidden != snapshot.references:
+            raise self.corrupt(f"its segments hold {held - hidden} live references, its catalogue {snapshot.references}")
 
-    def save(self, force_compact: bool = False, force_retrain: bool = False) -> None:
-        """Persist pending changes atomically (see the module docstring).
+    def corrupt(self, what: str) -> CorruptIndexError:
+        """The error for stored data that cannot be what this index wrote."""
+        return CorruptIndexError(f"index at {self.directory} is damaged: {what}; rebuild it with 'provenance reindex --rebuild'")
 
-        The vector index type is re-decided first (exact / approximate, re-training,
-        compaction; see :mod:`.vectors`).
-        """
+    def check_writable(self) -> None:
+        """Raise :class:`~provenance.errors.ReadOnlyIndexError` unless opened for writing."""
+        if self.read_only:
+            raise ReadOnlyIndexError(f"index at {self.directory} was opened read-only; open it for writing to change it")
+
+    # -- writing -------------------------------------------------------------------------
+    def stage(self, ref_id: int, vector_ids: np.ndarray, vectors: np.ndarray, blobs: dict[str, bytes]) -> None:
+        """Add a reference's data (its metadata row is inserted separately); pending until the next save."""
+        self.check_writable()
+        if PDQ_BLOB not in blobs or not (KEYPOINTS_BLOB in blobs or FEATURES_BLOB in blobs):
+            raise ValueError("a reference needs its keypoints and its PDQ hash")
+        self._pending.append(Pending(int(ref_id), np.asarray(vector_ids, np.int64),
+                                     np.asarray(vectors, np.float32), dict(blobs)))
+
+    def remove_references(self, ref_ids: list[int]) -> None:
+        """Drop references' rows and hide their data (pending until the next save)."""
+        self.check_writable()
+        targets = {int(ref_id) for ref_id in ref_ids}
+        self.metadata.delete(sorted(targets))
+        staged = {item.ref_id for item in self._pending}
+        self._pending = [item for item in self._pending if item.ref_id not in targets]
+        self._pending_removed.update(targets - staged)
+
+    def save(self, force_merge: bool = False) -> None:
+        """Commit pending changes atomically (see the module docstring), then merge segments
+        the policy calls for (all of them into one with ``force_merge``)."""
         self.check_writable()
         with self._save_lock:
-            generation = int(self.metadata.get_state("generation", "0")) + 1
-            self.vectors = self.vectors.maintained(self.directory, f"rerank-{generation:06d}", force_compact,
-                                                   force_retrain)
-            faiss_name = f"vectors-{generation:06d}.faiss"
-            temporary = self.directory / f".{faiss_name}.tmp"
-            self.vectors.save(temporary)
-            with open(temporary, "rb") as handle:
-                os.fsync(handle.fileno())
-                faiss_bytes = os.fstat(handle.fileno()).st_size
-            os.replace(temporary, self.directory / faiss_name)
-            rerank = self.vectors.rerank
-            self.metadata.set_state(_FAISS_STATE_KEY, faiss_name)
-            self.metadata.set_state(_FAISS_BYTES_KEY, str(faiss_bytes))
-            self.metadata.set_state(_RERANK_STEM_KEY, rerank.stem if rerank is not None else "")
-            self.metadata.set_state(_RERANK_ROWS_KEY, str(rerank.rows if rerank is not None else 0))
-            self.metadata.set_state("generation", str(generation))
-            self.metadata.set_state("vector_count", str(self.vectors.ntotal))
-            if not self.manifest.index_id:
-                self.manifest.index_id = uuid.uuid4().hex
-            self.metadata.set_state(_IDENTITY_KEY, _identity(self.manifest))
-            self.metadata.commit()
-            self.manifest.updated_at = time.time()
-            self.manifest.reference_count = self.metadata.count()
-            self.manifest.vector_count = self.vectors.ntotal
-            self.manifest.vector_index = self.vectors.describe()
-            write_manifest(self.directory, self.manifest)
-            self._delete_stale_files(faiss_name, rerank.stem if rerank is not None else None)
+            writing.commit_pending(self)
+            writing.merge(self, force=force_merge)
+            writing.maintain_ivf(self)
 
-    def _delete_stale_files(self, current: str, rerank_stem: str | None) -> None:
-        for path in self.directory.glob("vectors-*.faiss"):
-            if path.name != current:
+    # called by writing.py ---------------------------------------------------------------
+    def take_pending(self) -> tuple[list[Pending], set[int]]:
+        pending, removed = self._pending, self._pending_removed
+        self._pending, self._pending_removed = [], set()
+        return pending, removed
+
+    def segment_writer(self, name: str, codecs: Codecs | None) -> SegmentWriter:
+        return SegmentWriter(self.segment_directory, name, self.dim, codecs, self.manifest.index_id)
+
+    def commit(self, added: list[dict], dropped: list[str], tombstones: set[int], cleared: list[int],
+               codecs: Codecs | None, vector_delta: int, ivf: IvfCodec | None = None) -> None:
+        """The commit point: rows (already pending in SQLite), segment list, tombstones, state."""
+        metadata = self.metadata
+        generation = int(metadata.get_state("generation", "0")) + 1
+        metadata.replace_segments(added, dropped)
+        metadata.add_tombstones(tombstones)
+        metadata.drop_tombstones(cleared)
+        if codecs is not None and codecs is not self._snapshot.codecs:
+            metadata.set_codecs(codecs.version, codecs.to_bytes())
+            metadata.set_state(_CODECS_KEY, codecs.version)
+        if ivf is not None and ivf is not self._snapshot.ivf:
+            metadata.set_ivf(ivf.version, ivf.trained_on, ivf.data)
+        metadata.set_state("vector_count", str(int(metadata.get_state("vector_count", "0")) + vector_delta))
+        metadata.set_state("generation", str(generation))
+        metadata.set_state(_IDENTITY_KEY, _identity(self.manifest))
+        metadata.commit()
+        self.manifest.updated_at = time.time()
+        self.manifest.reference_count = metadata.count()
+        self.manifest.vector_count = int(metadata.get_state("vector_count", "0"))
+        with self._snapshot_lock:
+            old = self._snapshot
+            self._snapshot = self._load_snapshot({segment.name: segment for segment in old.segments})
+        self.manifest.vector_index = self.describe_vectors()
+        write_manifest(self.directory, self.manifest)
+        self._delete_stale_files()
+
+    def _delete_stale_files(self) -> None:
+        if not self.segment_directory.is_dir():
+            return
+        live = set()
+        for segment in self._snapshot.segments:
+            live.update(path.name for path in segment.files())
+            if segment.info.get("ivf"):
+                live.add(companion_name(segment.name, segment.info["ivf"]))
+        for path in self.segment_directory.iterdir():
+            if path.name not in live:  # a crashed writer's, or replaced: readers keep their maps
                 path.unlink(missing_ok=True)
-        for path in self.directory.glob("rerank-*"):
-            if path.suffix in RERANK_SUFFIXES and path.stem != rerank_stem:
-                path.unlink(missing_ok=True)
-        for path in self.directory.glob(f".{MANIFEST_NAME}.tmp-*"):  # a writer killed mid-write left it
+        for path in self.directory.glob(f".{MANIFEST_NAME}.tmp-*"):
             path.unlink(missing_ok=True)
+
+    def needs_codecs(self, count: int) -> bool:
+        return self._snapshot.codecs is None and count >= codec_module.MIN_TRAIN_REFERENCES
+
+    def known_codecs(self, version: bytes | str) -> Codecs | None:
+        """The codecs named ``version`` (this index's, or another's told with :meth:`register_codecs`); None for raw."""
+        name = version.decode() if isinstance(version, bytes) else version
+        if name == RAW:
+            return None
+        if self._snapshot.codecs is not None and self._snapshot.codecs.version == name:
+            return self._snapshot.codecs
+        if name not in self._known_codecs:
+            raise ValueError(f"a record coded with unknown codecs {name}")
+        return self._known_codecs[name]
+
+    def register_codecs(self, codecs: Codecs) -> None:
+        """Make another index's codecs known, so that records it coded can be copied in (shard merges)."""
+        self._known_codecs[codecs.version] = codecs
+
+    def adopt_codecs(self, codecs: Codecs) -> None:
+        """Use ``codecs`` (another index's) from the next save on; only for an index still without data."""
+        self.check_writable()
+        if self._snapshot.codecs is not None or self._snapshot.segments:
+            raise ValueError("only an empty index can adopt codecs")
+        self.register_codecs(codecs)
+        self._adopted = codecs
+
+    def take_adopted(self) -> Codecs | None:
+        adopted, self._adopted = self._adopted, None
+        return adopted
 
     def write_manifest_now(self) -> None:
         write_manifest(self.directory, self.manifest)
@@ -285,28 +360,49 @@ class IndexStore:
         with open(self.directory / ERRORS_NAME, "a", encoding="utf-8") as handle:
             handle.write(line.rstrip("\n") + "\n")
 
-    def files_read_per_query(self) -> list[Path]:
-        """Index files that queries read from disk rather than from this process's memory.
+    # -- reading -------------------------------------------------------------------------
+    def load_keypoints(self, ref_id: int):
+        """The stored keypoints of a live reference, or None."""
+        try:
+            return self._snapshot.local_features(int(ref_id))
+        except ValueError as exc:
+            raise self.corrupt(f"the keypoints of reference {ref_id} are unreadable ({exc})") from None
 
-        An approximate index's float16 re-ranking rows, or a read-only exact index's
-        memory-mapped vectors. Keypoints (SQLite) are read per verified candidate too, but
-        at real scale they are far larger than any page cache and are not listed.
-        """
-        with self._save_lock:
-            if self.vectors.rerank is not None:
-                return [self.vectors.rerank.vector_path]
-            faiss_name = self.metadata.get_state(_FAISS_STATE_KEY)
-            return [self.directory / faiss_name] if self.read_only and faiss_name else []
+    def files_read_per_query(self) -> list[Path]:
+        """Segment files every query scans whole (vectors and hashes): what a service preloads."""
+        return [segment.directory / f"{segment.name}{suffix}" for segment in self._snapshot.segments
+                for suffix in (".vec", ".pdq")]
 
     def disk_usage(self) -> int:
         """Bytes used by the index directory."""
-        return sum(path.stat().st_size for path in self.directory.iterdir() if path.is_file())
+        paths = [path for path in self.directory.iterdir() if path.is_file()]
+        if self.segment_directory.is_dir():
+            paths += [path for path in self.segment_directory.iterdir() if path.is_file()]
+        return sum(path.stat().st_size for path in paths)
+
+    def describe_vectors(self) -> dict:
+        """What the manifest's ``vector_index`` says: the search, the codes, the segments."""
+        snapshot = self._snapshot
+        coding = "sq4" if snapshot.codecs is not None else "fp16"
+        described = {"type": "segments", "metric": "inner_product", "dim": self.dim, "codes": coding,
+                     "segments": len(snapshot.segments),
+                     "approximate_segments": sum(segment.approximate for segment in snapshot.segments)}
+        if snapshot.ivf is not None:
+            described["ivf"] = snapshot.ivf.describe()
+        return described
 
     def close(self) -> None:
+        for segment in self._snapshot.segments:
+            segment.close()
         self.metadata.close()
         if self._writer_lock is not None:
             self._writer_lock.release()
             self._writer_lock = None
+
+
+def tier(references: int) -> int:
+    """The merge tier of a segment of ``references`` (segments of one tier merge together)."""
+    return int(math.log(max(references, 1), MERGE_FACTOR))
 
 
 class WriterLock:
@@ -357,9 +453,11 @@ def read_through(path: Path, chunk: int = 8 << 20) -> int:
 def _remove_index_files(directory: Path) -> None:
     for name in (MANIFEST_NAME, METADATA_NAME, f"{METADATA_NAME}-wal", f"{METADATA_NAME}-shm", ERRORS_NAME):
         (directory / name).unlink(missing_ok=True)
-    for pattern in ("vectors-*.faiss", *(f"rerank-*{suffix}" for suffix in RERANK_SUFFIXES)):
+    for pattern in ("vectors-*.faiss", "rerank-*"):  # an index of the earlier format
         for path in directory.glob(pattern):
             path.unlink(missing_ok=True)
+    segments = directory / SEGMENTS_NAME
+    if segments.is_dir():
+        for path in segments.iterdir():
+            path.unlink(missing_ok=True)
 
-
-__all__ = ["IndexStore", "METADATA_NAME", "ERRORS_NAME"]

@@ -22,7 +22,7 @@ from ..imageio import ImageSource, load_image
 from ..imagelimits import DEFAULT_LIMITS, ImageLimits
 from ..index.manifest import atomic_write_bytes
 from ..results import VERDICT_COPY, VERDICT_SIMILAR, Match, QueryResult
-from .page import FOOTPRINT_COLOUR, MATCH_COLOUR, data_uri, document, esc, jpeg_uri, picture, polygon, rect, verdict_badge
+from .page import FOOTPRINT_COLOUR, MATCH_COLOUR, data_uri, document, esc, picture, thumbnail_uri, polygon, rect, verdict_badge
 
 #: How a query view came about, in words (``Match.query_view``; numbered views by prefix).
 VIEW_WORDS = {
@@ -121,7 +121,7 @@ def query_picture(source: ImageSource | None, limits: ImageLimits = DEFAULT_LIMI
 def reference_picture(references: Any, match: Match) -> str | None:
     """``data:`` URI of the reference's stored thumbnail, or None (an index built before thumbnails)."""
     thumbnail = references.reference_thumbnail(match.ref_id) if references is not None else None
-    return jpeg_uri(thumbnail) if thumbnail else None
+    return thumbnail_uri(thumbnail) if thumbnail else None
 
 
 def _suspect_figure(result: QueryResult, image: Image.Image | None, best: Match | None) -> str:

@@ -63,6 +63,13 @@ def jpeg_uri(data: bytes) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
 
 
+def thumbnail_uri(data: bytes) -> str:
+    """``data:`` URI of a reference's stored thumbnail (:data:`~provenance.features.THUMB_MIME`)."""
+    from ..features import THUMB_MIME
+
+    return f"data:{THUMB_MIME};base64," + base64.b64encode(data).decode("ascii")
+
+
 def picture(uri: str | None, frame: Sequence[float] | None, shapes: Iterable[str] = (), alt: str = "",
             role: str = "") -> str:
     """An image with SVG ``shapes`` drawn in ``frame`` (width, height) coordinates over it."""

@@ -17,7 +17,7 @@ from ..imagelimits import DEFAULT_LIMITS, ImageLimits
 from ..index.manifest import atomic_write_bytes
 from ..results import Match
 from .evidence import describe_transform, query_picture, shared_part_on_query
-from .page import MATCH_COLOUR, SORT_AND_FILTER_SCRIPT, data_uri, document, esc, jpeg_uri, picture, rect, verdict_badge
+from .page import MATCH_COLOUR, SORT_AND_FILTER_SCRIPT, data_uri, document, esc, picture, thumbnail_uri, rect, verdict_badge
 
 #: Longer side of the pictures in the summary's tables.
 SUMMARY_PICTURE_SIDE = 140
@@ -42,7 +42,7 @@ class _Pictures:
     def reference(self, ref_id: int) -> str | None:
         if ref_id not in self._references:
             data = self.references.reference_thumbnail(ref_id) if self.references is not None else None
-            self._references[ref_id] = jpeg_uri(data) if data else None
+            self._references[ref_id] = thumbnail_uri(data) if data else None
         return self._references[ref_id]
 
 

@@ -9,7 +9,8 @@ One place decides what reaches geometric verification, whatever proposed it:
 * when none of those verifies and the embedding's ranking is not decisive (the best
   similarity is not clearly above the next ones), the next :data:`MORE_CANDIDATES` by
   similarity: a tight avatar's true reference often ranks 7th-12th behind other
-  photos of similar-looking people.
+  photos of similar-looking people; and those tied with the last of them within the
+  stored vectors' precision (:data:`QUANTISATION_SLACK`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ MORE_CANDIDATES = 6
 #: The embedding's ranking is decisive when the best similarity exceeds the
 #: ``VERIFY_CANDIDATES``-th by this much (cosine); then a second round is not needed.
 DECISIVE_MARGIN = 0.15
+#: Stored vectors are 4-bit codes: a similarity is known to about this much (cosine; the
+#: mean error is about 0.003, hardly any exceeds 0.015). The second round also verifies up
+#: to :data:`TIED_CANDIDATES` candidates this close to its last one: their order is noise.
+QUANTISATION_SLACK = 0.01
+TIED_CANDIDATES = 3
 
 
 def fuse(hits: Iterable[Hit]) -> dict[int, Candidate]:
@@ -64,4 +70,9 @@ def second_round(ranked: list[Candidate]) -> list[Candidate]:
         return []
     if ranked[0].similarity - ranked[VERIFY_CANDIDATES - 1].similarity > DECISIVE_MARGIN:
         return []
-    return [c for c in ranked[VERIFY_CANDIDATES:VERIFY_CANDIDATES + MORE_CANDIDATES] if c.verification is None]
+    last = VERIFY_CANDIDATES + MORE_CANDIDATES
+    chosen = ranked[VERIFY_CANDIDATES:last]
+    if len(ranked) > last:
+        cut = ranked[last - 1].similarity - QUANTISATION_SLACK
+        chosen += [c for c in ranked[last:last + TIED_CANDIDATES] if c.similarity >= cut]
+    return [c for c in chosen if c.verification is None]

@@ -1,7 +1,16 @@
-"""Answering a batch of queries: views, one forward pass, the candidate sources, fusion, verification.
+"""Answering a batch of queries as a cascade: cheap evidence first, the expensive views only where it leaves the answer open.
 
-Every call works from one frozen :class:`QueryOptions`, so concurrent queries with different
-settings cannot change each other's answers.
+1. **First stage**, for every image: the views that cost little (as given, without borders,
+   inside a round avatar's disc, the round avatars on a page, the photos of a
+   screenshot), one forward pass for the batch, the vector and PDQ sources, and
+   geometric verification of the first round of candidates.
+2. **Escalation**, only for the images the first stage proved no copy for (and for all
+   with ``cascade=False``): squares around the detected face, the keypoint votes over the
+   keypoints verification extracted already, a first round over the candidates these add,
+   then the second round.
+
+Every call works from one frozen :class:`QueryOptions`, so concurrent queries with
+different settings cannot change each other's answers.
 """
 
 from __future__ import annotations
@@ -17,18 +26,19 @@ import numpy as np
 from ..errors import BadInputError, ImageLoadError
 from ..imageio import ImageSource, describe_source, load_image
 from ..imagelimits import DEFAULT_LIMITS, ImageLimits
-from ..index.store import IndexStore
 from ..matching import Candidate, QueryFeatures, match_from, verify_candidates
-from ..regions import query_views
+from ..regions import face_views, mirror_views, query_views
 from ..results import VERDICT_NO_MATCH, QueryResult
 from . import fusion
-from .sources import CandidateSource, QueryBatch
+from .sources import CandidateSource, Hit, QueryBatch
 
 #: Queries are decoded at no less than this short side (JPEG draft mode): enough for the
 #: embedder after border stripping, and far faster than a full decode of a large photo.
 QUERY_DECODE_SIZE = 512
 #: Images of one batch prepared and verified concurrently.
 JUDGE_THREADS = 2
+#: Sources of the first stage; the others run in the escalation.
+FIRST_STAGE_SOURCES = frozenset({"vectors", "pdq"})
 
 
 @dataclass(frozen=True)
@@ -38,12 +48,14 @@ class QueryOptions:
     ``regions``: True for every indexed region, False for the whole-image vectors alone,
     or a set of region numbers. ``face_scales``: the sizes of the query's face squares
     (the index's subject squares). ``sources``: the candidate sources consulted, by name.
+    ``mirror``: also embed the views' mirror images (verification tries mirroring in any
+    case). ``cascade``: escalate only the images the first stage proves no copy for.
     The thresholds are the index's (calibrated or default; ``Engine.query_options``).
     """
 
     similar_threshold: float
     copy_threshold: float
-    mirror: bool = True
+    mirror: bool = False
     strip_borders: bool = True
     photo_regions: bool = True
     face_scales: tuple[float, ...] = ()
@@ -53,6 +65,7 @@ class QueryOptions:
     sources: frozenset[str] = frozenset({"vectors", "pdq", "keypoints"})
     verify: bool = True
     verify_more: bool = True
+    cascade: bool = True
     limits: ImageLimits = DEFAULT_LIMITS
 
     def replace(self, **changes: Any) -> "QueryOptions":
@@ -67,66 +80,131 @@ class QueryOptions:
         return None if self.regions is True else frozenset({0}) if self.regions is False else frozenset(self.regions)
 
 
-def run_queries(store: IndexStore, embedder, sources: Sequence[CandidateSource], images: Sequence[ImageSource],
+@dataclass
+class _Query:
+    """One loaded image on its way through the cascade."""
+
+    name: str
+    image: Any
+    features: QueryFeatures
+    hits: list[Hit]
+    candidates: dict[int, Candidate] | None = None
+    seconds: float = 0.0
+
+    @property
+    def settled(self) -> bool:
+        return self.candidates is not None and any(candidate.is_copy for candidate in self.candidates.values())
+
+
+def run_queries(store, embedder, sources: Sequence[CandidateSource], images: Sequence[ImageSource],
                 top_k: int, options: QueryOptions, errors: str) -> list[Any]:
     """One result (or, with ``errors="return"``, an ImageLoadError) per image, in order."""
     started = time.perf_counter()
+    by_name = {source.name: source for source in sources}
     # keypoint votes only propose candidates for verification: without it they are wasted work
     wanted = options.sources if options.verify else options.sources - {"keypoints"}
-    active = [source for source in sources if source.name in wanted]
 
     def prepare(image: ImageSource):
         try:
             decoded = load_image(image, limits=options.limits, target_size=QUERY_DECODE_SIZE).image
-            views = query_views(decoded, mirror=options.mirror,
-                                strip=options.strip_borders, photos=options.photo_regions,
-                                face_scales=options.face_scales, disc=options.discs, circles=options.circles)
         except ImageLoadError as exc:
             if errors == "raise":
                 raise
             return exc
-        return views, np.stack([embedder.preprocessing.to_array(view.image) for view in views])
+        views = query_views(decoded, mirror=options.mirror, strip=options.strip_borders, photos=options.photo_regions,
+                            disc=options.discs, circles=options.circles)
+        return _Query(describe_source(image), decoded, QueryFeatures(views), [])
 
     with ThreadPoolExecutor(JUDGE_THREADS) as pool:
         # decoding, view crops and resizing release the GIL too: a batch prepares images side by side
         outcomes: list = list((pool.map if len(images) > 1 else map)(prepare, images))
-        loaded = [number for number, outcome in enumerate(outcomes) if not isinstance(outcome, ImageLoadError)]
-        features = [QueryFeatures(outcomes[number][0]) for number in loaded]
-        if loaded:
-            vectors = embedder.embed_arrays(np.concatenate([outcomes[number][1] for number in loaded]))
-            starts = np.cumsum([0] + [len(image_features.views) for image_features in features])
-            batch = QueryBatch(vectors, starts, features, options.searched_regions, pool)
-            # in registration order: vectors, then PDQ, then the keypoint votes, which start
-            # SIFT threads (beside them FAISS's threads searching the hashes only compete)
-            hits = [source.search(batch) for source in active]
-
-        def judge(position: int, pool: ThreadPoolExecutor | None = None) -> QueryResult:
-            query_started = time.perf_counter()
-            candidates = fusion.fuse(hit for per_source in hits for hit in per_source[position])
-            name = describe_source(images[loaded[position]])
-            result = _judge(store, name, features[position], candidates, top_k, options, pool)
-            return _with_seconds(result, time.perf_counter() - query_started)
-
-        # keypoints and RANSAC release the GIL: a batch verifies images side by side, a
-        # single image its candidates
-        if len(loaded) > 1:
-            results = list(pool.map(judge, range(len(loaded))))
-        else:
-            results = [judge(0, pool)] if loaded else []
+        queries = [outcome for outcome in outcomes if isinstance(outcome, _Query)]
+        first = [by_name[name] for name in by_name if name in wanted & FIRST_STAGE_SOURCES]
+        _search(queries, [query.features.views for query in queries], embedder, first, options, pool)
+        _judge_all(queries, store, options, pool, fusion.first_round)
+        escalated = [query for query in queries if options.verify and (not options.cascade or not query.settled)]
+        if escalated:
+            vectors = [by_name["vectors"]] if "vectors" in wanted and "vectors" in by_name else []
+            voting = by_name.get("keypoints") if "keypoints" in wanted else None
+            _escalate(escalated, embedder, vectors, voting, store, options, pool)
+        results = [_result(store, query, top_k, options) for query in queries]
     # decoding, embedding and search are shared by the batch; verification may overlap
-    shared = max(0.0, time.perf_counter() - started - sum(result.seconds for result in results)) / max(1, len(loaded))
-    for number, result in zip(loaded, results):
-        outcomes[number] = _with_seconds(result, result.seconds + shared)
-    return outcomes
+    shared = max(0.0, time.perf_counter() - started - sum(query.seconds for query in queries)) / max(1, len(queries))
+    answered = iter(results)
+    return [dataclasses.replace(next(answered), seconds=outcome.seconds + shared) if isinstance(outcome, _Query)
+            else outcome for outcome in outcomes]
 
 
-def _judge(store: IndexStore, name: str, features: QueryFeatures, candidates: dict[int, Candidate], top_k: int,
-           options: QueryOptions, pool: ThreadPoolExecutor | None) -> QueryResult:
-    if options.verify:
-        ranked = fusion.by_similarity(candidates)
-        verify_candidates(fusion.first_round(ranked), features, store.load_keypoints, pool)
-        if options.verify_more:
-            verify_candidates(fusion.second_round(ranked), features, store.load_keypoints, pool)
+def _search(queries: list[_Query], new_views: list[list], embedder, sources, options: QueryOptions, pool) -> None:
+    """Embed each query's ``new_views`` (already appended to its features) in one forward pass
+    and add the sources' hits, their view numbers counted in the query's whole view list."""
+    counts = [len(views) for views in new_views]
+    if not sources or not sum(counts):
+        return
+    arrays = [embedder.preprocessing.to_array(view.image) for views in new_views for view in views]
+    vectors = embedder.embed_arrays(np.stack(arrays))
+    starts = np.cumsum([0] + counts)
+    batch = QueryBatch(vectors, starts, [query.features for query in queries], options.searched_regions, pool)
+    for source in sources:
+        for query, count, hits in zip(queries, counts, source.search(batch)):
+            offset = len(query.features.views) - count
+            query.hits += [dataclasses.replace(hit, view=hit.view + offset) for hit in hits] if offset else hits
+
+
+def _escalate(queries: list[_Query], embedder, vector_sources, voting, store, options: QueryOptions, pool) -> None:
+    """The second stage (module docstring) for ``queries``: face views searched by the vector
+    source, the keypoint votes, then verification of what they add and the second round."""
+    def more_views(query: _Query) -> list:
+        views = face_views(query.image, options.face_scales)
+        return views + (mirror_views(views) if options.mirror else [])
+
+    added = list((pool.map if len(queries) > 1 else map)(more_views, queries))
+    for query, views in zip(queries, added):
+        query.features.views.extend(views)
+    _search(queries, added, embedder, vector_sources, options, pool)
+    if voting is not None:
+        batch = QueryBatch(np.zeros((0, embedder.dim), np.float32), np.zeros(len(queries) + 1, np.int64),
+                           [query.features for query in queries], options.searched_regions, pool)
+        for query, hits in zip(queries, voting.search(batch)):
+            query.hits += hits
+    _judge_all(queries, store, options, pool, _second_stage_round(options))
+
+
+def _second_stage_round(options: QueryOptions):
+    def rounds(ranked: list[Candidate]) -> list[Candidate]:
+        chosen = [candidate for candidate in fusion.first_round(ranked) if candidate.verification is None]
+        if options.verify_more and not any(candidate.is_copy for candidate in ranked):
+            chosen += [candidate for candidate in fusion.second_round(ranked) if candidate not in chosen]
+        return chosen
+    return rounds
+
+
+def _judge_all(queries: list[_Query], store, options: QueryOptions, pool, choose) -> None:
+    def judge(query: _Query, inner_pool=None) -> None:
+        began = time.perf_counter()
+        fused = fusion.fuse(query.hits)
+        if query.candidates is not None:  # keep what an earlier stage verified
+            for ref_id, candidate in fused.items():
+                earlier = query.candidates.get(ref_id)
+                if earlier is not None and earlier.verification is not None:
+                    candidate.verification, candidate.verified_view = earlier.verification, earlier.verified_view
+                    candidate.reference_frame = earlier.reference_frame
+        query.candidates = fused
+        if options.verify:
+            ranked = fusion.by_similarity(fused)
+            pending = [candidate for candidate in choose(ranked) if candidate.verification is None]
+            verify_candidates(pending, query.features, store.load_keypoints, inner_pool)
+        query.seconds += time.perf_counter() - began
+
+    # keypoints and RANSAC release the GIL: a batch verifies images side by side, a single image its candidates
+    if len(queries) > 1:
+        list(pool.map(judge, queries))
+    elif queries:
+        judge(queries[0], pool)
+
+
+def _result(store, query: _Query, top_k: int, options: QueryOptions) -> QueryResult:
+    candidates = query.candidates or {}
     best = sorted(candidates.values(), key=lambda candidate: (-candidate.score(), candidate.ref_id))[:top_k]
     references = store.metadata.get(candidate.ref_id for candidate in best)
     matches = []
@@ -135,11 +213,7 @@ def _judge(store: IndexStore, name: str, features: QueryFeatures, candidates: di
         if reference is None:  # removed after the search started
             continue
         verdict = candidate.verdict(options.similar_threshold, options.copy_threshold)
-        matches.append(match_from(candidate, reference, verdict, features.views))
+        matches.append(match_from(candidate, reference, verdict, query.features.views))
     thresholds = {"similar": options.similar_threshold, "copy": options.copy_threshold}
-    return QueryResult(name, matches[0].verdict if matches else VERDICT_NO_MATCH, matches,
-                       query_size=features.views[0].image.size, thresholds=thresholds)
-
-
-def _with_seconds(result: QueryResult, seconds: float) -> QueryResult:
-    return dataclasses.replace(result, seconds=seconds)
+    return QueryResult(query.name, matches[0].verdict if matches else VERDICT_NO_MATCH, matches,
+                       query_size=query.features.views[0].image.size, thresholds=thresholds, seconds=query.seconds)

@@ -4,9 +4,9 @@ A source answers a :class:`QueryBatch` with, per image, the references it propos
 its evidence for each (:class:`Hit`). :func:`provenance.search.fusion.fuse` merges the
 sources' hits into one candidate per reference; verification then decides. Like
 python-threatexchange's ``SignalTypeIndex``, every source has the same small life cycle:
-built from the committed index (:meth:`CandidateSource.from_store`), told of references
-added and removed by a writer in this process (:meth:`added`, :meth:`removed`), and
-rebuilt when another process's save is followed (:meth:`reset`).
+built over an index store (:meth:`CandidateSource.from_store`), whose committed segments it
+reads at every search through the store's current snapshot: nothing is built in RAM, and
+a writer's commit or a followed save is seen by the next search.
 
 Sources:
 
@@ -18,14 +18,13 @@ Sources:
 
 from __future__ import annotations
 
-import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from ..index.store import PDQ_BLOB, PDQ_BLOB_SIZE, IndexStore
+from ..index.store import IndexStore
 from ..index.vectors import reference_ids, region_numbers
 
 
@@ -86,15 +85,6 @@ class CandidateSource(ABC):
     def search(self, batch: QueryBatch) -> list[list[Hit]]:
         """Per image of ``batch``, the references proposed (any order, one hit per reference)."""
 
-    def added(self, ref_id: int, blobs: dict[str, bytes]) -> None:
-        """A writer in this process stored reference ``ref_id`` with these verification blobs."""
-
-    def removed(self, ref_ids: Sequence[int]) -> None:
-        """A writer in this process removed these references."""
-
-    def reset(self) -> None:
-        """The store was reloaded from another process's save: drop what was derived from it."""
-
 
 #: name -> source class; :func:`register_source` adds to it.
 SOURCES: dict[str, type[CandidateSource]] = {}
@@ -130,7 +120,7 @@ class VectorSource(CandidateSource):
     def search(self, batch: QueryBatch) -> list[list[Hit]]:
         if not len(batch):
             return []
-        scores, ids = self._store.vectors.search(batch.vectors, self.depth)
+        scores, ids = self._store.snapshot.search_vectors(batch.vectors, self.depth)
         regions = batch.regions if batch.regions is not None else self.regions
         if regions is not None:
             ids = np.where(np.isin(region_numbers(ids), list(regions)), ids, -1)
@@ -155,8 +145,8 @@ def _best_per_reference(scores: np.ndarray, refs: np.ndarray, source: str) -> li
 class PdqSource(CandidateSource):
     """References whose PDQ hash is within the match threshold of a rotation or flip of the query.
 
-    The hash index is built from the stored hashes on first use and kept in step with
-    this process's writes; flat, low-quality hashes are left out on both sides.
+    Flat, low-quality hashes are left out on both sides (each segment holds only its
+    searchable hashes).
     """
 
     name = "pdq"
@@ -164,55 +154,22 @@ class PdqSource(CandidateSource):
     def __init__(self, store: IndexStore, k: int = 8):
         self._store = store
         self.k = k
-        self._index = None
-        self._lock = threading.Lock()
 
     @classmethod
     def from_store(cls, store: IndexStore, k: int = 8, **_: Any) -> "PdqSource":
         return cls(store, k)
 
-    def _built(self):
-        with self._lock:
-            if self._index is None:
-                from ..verify.pdq import MIN_QUALITY, PdqIndex
-
-                index = PdqIndex()
-                for batch in self._store.metadata.iter_blobs(PDQ_BLOB):
-                    for ref_id, blob in batch:
-                        if len(blob) != PDQ_BLOB_SIZE:
-                            raise self._store.corrupt(f"the PDQ hash of reference {ref_id} has {len(blob)} bytes, not {PDQ_BLOB_SIZE}")
-                    rows = [(ref_id, blob) for ref_id, blob in batch if blob[32] >= MIN_QUALITY]
-                    if rows:
-                        index.add([ref_id for ref_id, _ in rows], [blob[:32] for _, blob in rows])
-                self._index = index
-            return self._index
-
     def search(self, batch: QueryBatch) -> list[list[Hit]]:
         from ..verify.pdq import MATCH_THRESHOLD
 
+        snapshot = self._store.snapshot
         hits = []
         for features in batch.features:
             variants = features.pdq_variants()
             if not variants:
                 hits.append([])
                 continue
-            distances, ids = self._built().search(variants, self.k, max_distance=MATCH_THRESHOLD)
-            hits.append([Hit(int(ref_id), self.name, pdq_distance=int(distance)) for distance, ref_id in zip(distances, ids)])
+            codes = np.frombuffer(b"".join(variants), np.uint8).reshape(len(variants), 32)
+            found = snapshot.search_pdq(codes, self.k, MATCH_THRESHOLD)
+            hits.append([Hit(int(ref_id), self.name, pdq_distance=int(distance)) for distance, ref_id in found])
         return hits
-
-    def added(self, ref_id: int, blobs: dict[str, bytes]) -> None:
-        from ..verify.pdq import MIN_QUALITY
-
-        with self._lock:
-            blob = blobs.get(PDQ_BLOB)
-            if self._index is not None and blob is not None and blob[32] >= MIN_QUALITY:
-                self._index.add([ref_id], [blob[:32]])
-
-    def removed(self, ref_ids: Sequence[int]) -> None:
-        with self._lock:
-            if self._index is not None:
-                self._index.remove(ref_ids)
-
-    def reset(self) -> None:
-        with self._lock:
-            self._index = None

@@ -116,12 +116,14 @@ def create_app(engine: Any, settings: ServiceSettings = ServiceSettings()):
             raise _Refused(404, f"no reference {ref_id}")
         return dict(found.__dict__)
 
-    @app.get(f"{API_PREFIX}/references/{{ref_id}}/thumbnail", summary="A reference's stored thumbnail (JPEG)")
+    @app.get(f"{API_PREFIX}/references/{{ref_id}}/thumbnail", summary="A reference's stored thumbnail (WebP)")
     async def thumbnail(ref_id: int):
         data = engine.reference_thumbnail(ref_id)
         if data is None:
             raise _Refused(404, f"no thumbnail for reference {ref_id}")
-        return Response(data, media_type="image/jpeg")
+        from ..features import THUMB_MIME
+
+        return Response(data, media_type=THUMB_MIME)
 
     @app.get(f"{API_PREFIX}/healthz", summary="Liveness (no API key needed)")
     async def healthz():

@@ -207,7 +207,8 @@ def match_descriptors(
     if len(query) < 1 or len(reference) < 2:
         return empty
     if query.method == "sift":
-        good = _sift_ratio_matches(query.root_sift, reference.root_sift, ratio)
+        bias = float(getattr(query, "distance_bias", 0.0)) + float(getattr(reference, "distance_bias", 0.0))
+        good = _sift_ratio_matches(query.root_sift, reference.root_sift, ratio, bias)
     else:
         matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
         pairs = matcher.knnMatch(query.descriptors, reference.descriptors, k=2)
@@ -225,16 +226,19 @@ def match_descriptors(
     return arr[:, 1].astype(np.int64), arr[:, 2].astype(np.int64)
 
 
-def _sift_ratio_matches(query: np.ndarray, reference: np.ndarray, ratio: float) -> list[tuple[float, int, int]]:
+def _sift_ratio_matches(query: np.ndarray, reference: np.ndarray, ratio: float,
+                        bias: float = 0.0) -> list[tuple[float, int, int]]:
     """Ratio-test matches of unit-norm descriptors as (distance, query index, reference index).
 
     One matrix product instead of a brute-force matcher: for unit vectors the squared L2
     distance is ``2 - 2 * dot``, so the two nearest neighbours are the two largest dots.
+    ``bias``: what coded descriptors add to every squared distance on average; taken off
+    before the ratio, which coding noise would otherwise push towards 1 for true matches.
     """
     from ..topk import top_dots
 
     pair, top2 = top_dots(query, reference, 2)
-    distance = np.sqrt(np.clip(2.0 - 2.0 * pair, 0.0, None))
+    distance = np.sqrt(np.clip(2.0 - 2.0 * pair - bias, 1e-12, None))
     keep = np.flatnonzero(distance[:, 0] < ratio * distance[:, 1])
     return list(zip(distance[keep, 0].tolist(), keep.tolist(), top2[keep, 0].tolist()))
 

@@ -1,0 +1,474 @@
+"""Immutable segments: what one commit or one merge wrote, memory-mapped by every reader.
+
+A segment holds a set of references whole: their vectors, PDQ hashes, visual-word
+postings, stored local features and thumbnails. It is written once, fsynced, and only
+then named in the index's SQLite commit (:mod:`.store`); it never changes afterwards.
+Readers map its files and share the page cache; nothing is rebuilt in RAM at open. A
+removed reference stays in its segment, hidden by a tombstone, until a merge
+(:func:`merge_segments`) rewrites the segments without it (Lucene's design).
+
+Files of segment ``NAME`` (in the index's ``segments`` folder):
+
+* ``NAME.dat``: a JSON table of contents, then 64-byte aligned arrays (see
+  :class:`SegmentWriter`);
+* ``NAME.vec``: a FAISS flat scalar-quantiser index of the vectors (4-bit codes once the
+  index has trained its codecs, float16 before), rows in the order of ``vector_ids``;
+* ``NAME.pdq``: a FAISS binary flat index of the searchable PDQ hashes (quality >= 50).
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .. import visual_words as vw
+from ..errors import CorruptIndexError
+from .codecs import RAW, Codecs
+
+SEGMENT_SUFFIXES = (".dat", ".vec", ".pdq")
+_MAGIC = b"PVSEG\x00\x02\x00"
+_LENGTH = struct.Struct("<Q")
+_ALIGN = 64
+FORMAT = 2
+
+
+@dataclass
+class SegmentInput:
+    """One reference as a new segment stores it."""
+
+    ref_id: int
+    vector_ids: np.ndarray  # int64, one per region (ref_id << REGION_BITS | region)
+    vectors: np.ndarray  # float32 (regions, dim), or codes when ``coded``
+    pdq: bytes  # 33 bytes: hash and quality
+    features: bytes  # provenance.features.encode_local_features
+    words: np.ndarray  # distinct visual words (empty without codecs)
+    thumbnail: bytes
+
+
+def segment_files(directory: Path, name: str) -> list[Path]:
+    return [directory / f"{name}{suffix}" for suffix in SEGMENT_SUFFIXES]
+
+
+def idf_squared(document_frequency: np.ndarray, references: int) -> np.ndarray:
+    """Squared idf weight of every visual word for a collection of ``references``."""
+    return np.log((references + 1) / (document_frequency + 1.0)) ** 2
+
+
+class SegmentWriter:
+    """Writes one segment from references sorted by id (see the module docstring).
+
+    ``.dat`` arrays: ``refs`` (int64), ``pdq`` (n x 33), ``vector_ids`` (int64, ascending),
+    ``words`` (uint16 distinct words), ``word_starts`` (uint32) and ``word_rows`` (local
+    rows: the postings; uint16 in a segment of at most 65,536 references, else uint32), ``norms`` (float32: each reference's word weight under the
+    idf of the collection when it was written), ``feature_offsets``/``feature_bytes``,
+    ``thumb_offsets``/``thumb_bytes``, ``pdq_rows`` (uint32: the local row of each hash
+    in ``.pdq``).
+    """
+
+    def __init__(self, directory: Path, name: str, dim: int, codecs: Codecs | None, index_id: str = ""):
+        self.directory, self.name, self.dim, self.codecs, self.index_id = directory, name, dim, codecs, index_id
+
+    def write(self, items: Sequence[SegmentInput], codes: np.ndarray | None, document_frequency: np.ndarray,
+              references: int, norms: np.ndarray | None = None) -> dict:
+        """Write the files (fsynced) and return the segment's description for the commit.
+
+        ``codes``: the vectors' codes, when the items carry them already coded (a merge copies
+        them); otherwise the items' float32 vectors are encoded. ``document_frequency`` and
+        ``references``: the collection's word statistics, this segment included, for the
+        norms (``norms`` given: kept as they are).
+        """
+        from ..verify.pdq import MIN_QUALITY
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        refs = np.array([item.ref_id for item in items], dtype=np.int64)
+        if len(refs) > 1 and np.any(np.diff(refs) <= 0):
+            raise ValueError("segment references must be ascending")
+        vector_ids = np.concatenate([item.vector_ids for item in items]) if items else np.zeros(0, np.int64)
+        pdq = np.frombuffer(b"".join(item.pdq for item in items), np.uint8).reshape(len(items), 33)
+        searchable = np.flatnonzero(pdq[:, 32] >= MIN_QUALITY).astype(np.uint32) if len(items) else np.zeros(0, np.uint32)
+        words, starts, rows = _postings([item.words for item in items])
+        if norms is None:
+            weights = idf_squared(document_frequency, references)
+            norms = np.array([np.sqrt(weights[item.words.astype(np.int64)].sum()) + 1e-9 for item in items], np.float32)
+        sections = {
+            "refs": refs, "pdq": pdq, "vector_ids": vector_ids.astype(np.int64), "words": words,
+            "word_starts": starts, "word_rows": rows, "norms": np.asarray(norms, np.float32),
+            **_blobs("feature", [item.features for item in items]), **_blobs("thumb", [item.thumbnail for item in items]),
+            "pdq_rows": searchable,
+        }
+        vectors_file, pdq_file, data_file = (self.directory / f"{self.name}{suffix}" for suffix in (".vec", ".pdq", ".dat"))
+        self._write_vectors(vectors_file, items, codes)
+        self._write_pdq(pdq_file, pdq[searchable, :32])
+        _write_sections(data_file, sections, {"format": FORMAT, "codec": self.codecs.version if self.codecs else RAW,
+                                              "dim": self.dim, "index": self.index_id, "name": self.name})
+        _fsync_directory(self.directory)
+        return {"name": self.name, "references": int(len(refs)), "vectors": int(len(vector_ids)),
+                "codec": self.codecs.version if self.codecs else RAW,
+                "first": int(refs[0]) if len(refs) else -1, "last": int(refs[-1]) if len(refs) else -1}
+
+    def new_vector_index(self):
+        import faiss
+
+        if self.codecs is not None:
+            return self.codecs.vector_quantiser()
+        return faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+
+    def _write_vectors(self, path: Path, items: Sequence[SegmentInput], codes: np.ndarray | None) -> None:
+        import faiss
+
+        index = self.new_vector_index()
+        if codes is not None:
+            if len(codes):
+                index.add_sa_codes(np.ascontiguousarray(codes, dtype=np.uint8))
+        elif items:
+            index.add(np.ascontiguousarray(np.concatenate([item.vectors for item in items]), dtype=np.float32))
+        _write_faiss(path, lambda target: faiss.write_index(index, target))
+
+    @staticmethod
+    def _write_pdq(path: Path, hashes: np.ndarray) -> None:
+        import faiss
+
+        index = faiss.IndexBinaryFlat(256)
+        if len(hashes):
+            index.add(np.ascontiguousarray(hashes))
+        _write_faiss(path, lambda target: faiss.write_index_binary(index, target))
+
+
+class Segment:
+    """A committed segment, opened by memory map (every method is safe from many threads)."""
+
+    def __init__(self, directory: Path, info: dict, codecs: Codecs | None, index_id: str = "", ivf=None):
+        self.info, self.name, self.codecs = info, info["name"], codecs
+        self.directory = directory
+        path = directory / f"{self.name}.dat"
+        try:
+            with open(path, "rb") as handle:
+                self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            if hasattr(mmap, "MADV_RANDOM"):
+                # postings, keypoints and thumbnails are read a few at a time: no read-ahead or
+                # fault-around, which would fill a long-running process with neighbouring pages
+                self._map.madvise(mmap.MADV_RANDOM)
+            self._sections, header = _read_sections(self._map, path)
+        except (OSError, ValueError) as exc:
+            raise CorruptIndexError(f"segment {path} cannot be read ({exc})") from None
+        if (header.get("index"), header.get("name")) != (index_id, self.name):
+            raise CorruptIndexError(f"segment {path} belongs to another index or segment (copied in?)")
+        expected = codecs.version if codecs is not None else RAW
+        if header.get("codec") != info.get("codec") or (header.get("codec") != RAW and header.get("codec") != expected):
+            raise CorruptIndexError(f"segment {path} was coded with codecs {header.get('codec')}, not the index's {expected}")
+        self.refs = self._sections["refs"]
+        self.vector_ids = self._sections["vector_ids"]
+        if len(self.refs) != info.get("references") or len(self.vector_ids) != info.get("vectors"):
+            raise CorruptIndexError(f"segment {path} holds other references than the commit recorded")
+        self._vectors = self._open_faiss(".vec", binary=False)
+        self._pdq = self._open_faiss(".pdq", binary=True)
+        if self._vectors.ntotal != len(self.vector_ids) or self._pdq.ntotal != len(self._sections["pdq_rows"]):
+            raise CorruptIndexError(f"segment {self.name}: its vector or hash file does not match its table of contents")
+        self._ivf = self._open_companion(info, ivf)
+        vector_file = self.directory / f"{self.name}.vec"
+        # the codes end the FAISS file: re-scoring reads rows there with pread (see ivf.py)
+        self._code_size = int(self._vectors.sa_code_size())
+        self._code_offset = vector_file.stat().st_size - self._vectors.ntotal * self._code_size
+        words = self._sections["words"]
+        self._document_frequency = np.zeros(vw.WORDS, np.int64)
+        self._document_frequency[words.astype(np.int64)] = np.diff(self._sections["word_starts"].astype(np.int64))
+
+    def _open_faiss(self, suffix: str, binary: bool):
+        import faiss
+
+        path = self.directory / f"{self.name}{suffix}"
+        try:
+            reader = faiss.read_index_binary if binary else faiss.read_index
+            return reader(str(path), faiss.IO_FLAG_MMAP_IFC)
+        except Exception as exc:  # FAISS raises RuntimeError for missing or damaged files
+            raise CorruptIndexError(f"segment file {path} cannot be read ({' '.join(str(exc).split())[:160]})") from None
+
+    def _open_companion(self, info: dict, ivf):
+        version = info.get("ivf")
+        if not version:
+            return None
+        if ivf is None or ivf.version != version:
+            raise CorruptIndexError(f"segment {self.name} was indexed with IVF codec {version}, which the index does not hold")
+        import faiss
+
+        from .ivf import companion_name
+
+        path = self.directory / companion_name(self.name, version)
+        try:
+            index = faiss.read_index(str(path))  # fast-scan codes are scanned whole: read into RAM
+        except Exception as exc:
+            raise CorruptIndexError(f"segment file {path} cannot be read ({' '.join(str(exc).split())[:160]})") from None
+        if index.ntotal != len(self.vector_ids):
+            raise CorruptIndexError(f"segment {self.name}: its IVF index does not hold its {len(self.vector_ids)} vectors")
+        return index, ivf.describe()["nprobe"]
+
+    @property
+    def approximate(self) -> bool:
+        """Whether vector searches go through the segment's IVF companion."""
+        return self._ivf is not None
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    @property
+    def document_frequency(self) -> np.ndarray:
+        """References of this segment holding each visual word (int64, one per word)."""
+        return self._document_frequency
+
+    def files(self) -> list[Path]:
+        return segment_files(self.directory, self.name)
+
+    # -- vectors -------------------------------------------------------------------------
+    def search_vectors(self, queries: np.ndarray, k: int, depth: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (inner products, vector ids) per query over this segment; -1 ids pad.
+
+        A segment with an IVF companion re-scores ``depth`` candidates per query from its codes.
+        """
+        count = self._vectors.ntotal
+        if not count:
+            return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if self._ivf is not None:
+            scores, rows = self._approximate_search(queries, min(k, count), max(k, depth))
+        else:
+            scores, rows = self._vectors.search(queries, min(k, count))
+        ids = np.where(rows >= 0, self.vector_ids[np.maximum(rows, 0)], -1)
+        if rows.shape[1] < k:  # a segment smaller than k
+            pad = k - rows.shape[1]
+            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+            ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+        return scores, ids
+
+    def _approximate_search(self, queries: np.ndarray, k: int, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        import faiss
+
+        index, nprobe = self._ivf
+        _, candidates = index.search(queries, min(depth, index.ntotal), params=faiss.SearchParametersIVF(nprobe=nprobe))
+        unique, inverse = np.unique(candidates[candidates >= 0], return_inverse=True)
+        decoded = self.read_vectors(unique)
+        scores = np.full(candidates.shape, -np.inf, np.float32)
+        valid = candidates >= 0
+        # each query against its own candidates: one product over the distinct rows, then a gather
+        products = queries @ decoded.T if len(unique) else np.zeros((len(queries), 0), np.float32)
+        columns = np.zeros(candidates.shape, np.int64)
+        columns[valid] = inverse
+        scores[valid] = np.take_along_axis(products, columns, axis=1)[valid]
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        rows = np.take_along_axis(np.where(valid, candidates, -1), order, axis=1)
+        return np.take_along_axis(scores, order, axis=1), rows
+
+    def read_vectors(self, rows: np.ndarray) -> np.ndarray:
+        """float32 vectors of the given rows, read with ``pread`` (not through the map: a page
+        fault maps its whole neighbourhood, and a long-running process would end up holding
+        the file for a few rows per query)."""
+        if not len(rows):
+            return np.zeros((0, self._vectors.d), np.float32)
+        size, offset = self._code_size, self._code_offset
+        descriptor = os.open(self.directory / f"{self.name}.vec", os.O_RDONLY)
+        try:
+            data = b"".join(os.pread(descriptor, size, offset + int(row) * size) for row in rows.tolist())
+        finally:
+            os.close(descriptor)
+        if len(data) != len(rows) * size:
+            raise CorruptIndexError(f"segment {self.name}: its vector file ends before row {int(rows.max())}")
+        return self._vectors.sa_decode(np.frombuffer(data, np.uint8).reshape(len(rows), size))
+
+    def vector_codes(self) -> np.ndarray:
+        """The stored codes of every vector (rows x code size, a view of the mapped file), for a merge to copy."""
+        import faiss
+
+        count, size = self._vectors.ntotal, self._code_size
+        if not count:
+            return np.zeros((0, size), np.uint8)
+        return faiss.rev_swig_ptr(self._vectors.codes.data(), count * size).reshape(count, size)
+
+    def decode_vectors(self, rows: np.ndarray) -> np.ndarray:
+        """float32 vectors of the given rows (decoded from their codes)."""
+        if not len(rows):
+            return np.zeros((0, self._vectors.d), np.float32)
+        return self._vectors.sa_decode(np.ascontiguousarray(self.vector_codes()[rows]))
+
+    def decoded_blocks(self, size: int = 65536):
+        """Every vector, decoded, in blocks of ``size`` rows (row order)."""
+        codes = self.vector_codes()
+        for start in range(0, len(codes), size):
+            yield self._vectors.sa_decode(np.ascontiguousarray(codes[start:start + size]))
+
+    # -- hashes --------------------------------------------------------------------------
+    def search_pdq(self, variants: np.ndarray, k: int, max_distance: int) -> list[tuple[int, int]]:
+        """(distance, reference id) of the nearest searchable hashes to any variant, within ``max_distance``."""
+        count = self._pdq.ntotal
+        if not count or not len(variants):
+            return []
+        distances, rows = self._pdq.search(np.ascontiguousarray(variants, dtype=np.uint8), min(k, count))
+        keep = (rows >= 0) & (distances <= max_distance)
+        local = self._sections["pdq_rows"][rows[keep]]
+        return list(zip(distances[keep].tolist(), self.refs[local].tolist()))
+
+    def pdq_rows(self) -> np.ndarray:
+        """(n x 33) hash and quality of every reference, in ``refs`` order."""
+        return self._sections["pdq"]
+
+    # -- words ---------------------------------------------------------------------------
+    def word_scores(self, query_words: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """Per local row, the summed ``weights`` of the query's words it holds, over its norm."""
+        words, starts, postings = self._sections["words"], self._sections["word_starts"], self._sections["word_rows"]
+        scores = np.zeros(len(self.refs))
+        if not len(words) or not len(query_words):
+            return scores
+        positions = np.searchsorted(words, query_words)
+        positions = np.minimum(positions, len(words) - 1)
+        found = words[positions] == query_words
+        positions, matched = positions[found], query_words[found]
+        first, last = starts[positions].astype(np.int64), starts[positions + 1].astype(np.int64)
+        lengths = last - first
+        if not lengths.sum():
+            return scores
+        offsets = np.repeat(first - np.cumsum(np.concatenate([[0], lengths[:-1]])), lengths)
+        owners = postings[np.arange(lengths.sum()) + offsets]
+        scores = np.bincount(owners, weights=np.repeat(weights[matched.astype(np.int64)], lengths), minlength=len(self.refs))
+        return scores / self._sections["norms"]
+
+    def word_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(word, local row) of every posting, for a merge."""
+        counts = np.diff(self._sections["word_starts"].astype(np.int64))
+        return np.repeat(self._sections["words"], counts), self._sections["word_rows"]
+
+    # -- per reference -------------------------------------------------------------------
+    def row_of(self, ref_id: int) -> int | None:
+        row = int(np.searchsorted(self.refs, ref_id))
+        return row if row < len(self.refs) and int(self.refs[row]) == ref_id else None
+
+    def features(self, row: int) -> bytes:
+        return self._blob("feature", row)
+
+    def thumbnail(self, row: int) -> bytes:
+        return self._blob("thumb", row)
+
+    def norms(self) -> np.ndarray:
+        return self._sections["norms"]
+
+    def _blob(self, kind: str, row: int) -> bytes:
+        offsets = self._sections[f"{kind}_offsets"]
+        return self._sections[f"{kind}_bytes"][int(offsets[row]):int(offsets[row + 1])].tobytes()
+
+    def close(self) -> None:
+        self._sections = {}
+        self.refs = self.vector_ids = np.zeros(0, np.int64)
+        try:
+            self._map.close()
+        except BufferError:  # a view handed out is still alive; the mapping goes with it
+            pass
+
+
+def merge_inputs(segments: Sequence[Segment], removed: np.ndarray) -> tuple[list[SegmentInput], np.ndarray, np.ndarray]:
+    """Every live reference of ``segments`` (ascending ids) as inputs to one new segment, their vector
+    codes, and their norms. All segments must share one codec."""
+    items, codes, norms = [], [], []
+    for segment in sorted(segments, key=lambda s: int(s.refs[0]) if len(s.refs) else -1):
+        live = ~np.isin(segment.refs, removed)
+        segment_codes = segment.vector_codes()
+        vector_owner = np.searchsorted(segment.refs, segment.vector_ids >> 4)
+        pair_words, pair_rows = segment.word_pairs()
+        order = np.argsort(pair_rows, kind="stable")
+        pair_words, pair_rows = pair_words[order], pair_rows[order]
+        word_bounds = np.searchsorted(pair_rows, np.arange(len(segment.refs) + 1))
+        vector_bounds = np.searchsorted(vector_owner, np.arange(len(segment.refs) + 1))
+        pdq = segment.pdq_rows()
+        for row in np.flatnonzero(live).tolist():
+            vectors = slice(int(vector_bounds[row]), int(vector_bounds[row + 1]))
+            items.append(SegmentInput(int(segment.refs[row]), np.array(segment.vector_ids[vectors]), np.zeros((0, 0)),
+                                      pdq[row].tobytes(), segment.features(row),
+                                      np.array(pair_words[word_bounds[row]:word_bounds[row + 1]]), segment.thumbnail(row)))
+            codes.append(np.array(segment_codes[vectors]))
+        norms.append(segment.norms()[live])
+    size = segments[0].vector_codes().shape[1] if segments else 0
+    all_codes = np.concatenate(codes) if codes else np.zeros((0, size), np.uint8)
+    return items, all_codes, (np.concatenate(norms) if norms else np.zeros(0, np.float32))
+
+
+def _postings(per_reference: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    counts = np.array([len(words) for words in per_reference], dtype=np.int64)
+    if not counts.sum():
+        return np.zeros(0, np.uint16), np.zeros(1, np.uint32), np.zeros(0, np.uint32)
+    flat = np.concatenate(per_reference).astype(np.int64)
+    owners = np.repeat(np.arange(len(per_reference), dtype=np.uint32), counts)
+    order = np.lexsort((owners, flat))
+    flat, owners = flat[order], owners[order]
+    words, first = np.unique(flat, return_index=True)
+    starts = np.append(first, len(flat)).astype(np.uint32)
+    # a segment of at most 65,536 references numbers its rows in two bytes
+    rows = owners.astype(np.uint16) if len(per_reference) <= 1 << 16 else owners
+    return words.astype(np.uint16), starts, rows
+
+
+def _blobs(kind: str, blobs: list[bytes]) -> dict[str, np.ndarray]:
+    offsets = np.zeros(len(blobs) + 1, np.uint64)
+    offsets[1:] = np.cumsum([len(blob) for blob in blobs], dtype=np.uint64) if blobs else []
+    return {f"{kind}_offsets": offsets, f"{kind}_bytes": np.frombuffer(b"".join(blobs), np.uint8)}
+
+
+def _write_sections(path: Path, sections: dict[str, np.ndarray], header: dict) -> None:
+    table, offset = {}, 0
+    for name, array in sections.items():
+        array = np.ascontiguousarray(array)
+        table[name] = [offset, array.dtype.str, list(array.shape)]
+        offset += -(-array.nbytes // _ALIGN) * _ALIGN
+    text = json.dumps({**header, "sections": table}).encode()
+    start = -(-(len(_MAGIC) + _LENGTH.size + len(text)) // _ALIGN) * _ALIGN
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(_MAGIC + _LENGTH.pack(len(text)) + text)
+        for name, array in sections.items():
+            handle.seek(start + table[name][0])
+            handle.write(np.ascontiguousarray(array).tobytes())
+        handle.truncate(start + offset)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def _read_sections(buffer: mmap.mmap, path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    head = len(_MAGIC) + _LENGTH.size
+    if len(buffer) < head or buffer[: len(_MAGIC)] != _MAGIC:
+        raise ValueError("not a segment file")
+    (length,) = _LENGTH.unpack_from(buffer, len(_MAGIC))
+    if head + length > len(buffer):
+        raise ValueError("truncated table of contents")
+    header = json.loads(bytes(buffer[head : head + length]))
+    start = -(-(head + length) // _ALIGN) * _ALIGN
+    sections = {}
+    for name, (offset, dtype, shape) in header.get("sections", {}).items():
+        dtype = np.dtype(dtype)
+        count = int(np.prod(shape)) if shape else 1
+        if start + offset + count * dtype.itemsize > len(buffer):
+            raise ValueError(f"section {name} runs past the end of the file (truncated)")
+        sections[name] = np.frombuffer(buffer, dtype=dtype, count=count, offset=start + offset).reshape(shape)
+    missing = {"refs", "pdq", "vector_ids", "words", "word_starts", "word_rows", "norms", "feature_offsets",
+               "feature_bytes", "thumb_offsets", "thumb_bytes", "pdq_rows"} - set(sections)
+    if missing:
+        raise ValueError(f"sections missing: {', '.join(sorted(missing))}")
+    return sections, header
+
+
+def _write_faiss(path: Path, write) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    write(str(temporary))
+    with open(temporary, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -1,0 +1,163 @@
+"""One committed state of an index as queries read it: live segments, tombstones, word statistics.
+
+A :class:`Snapshot` never changes. A reader that follows a writer opens a new one (reusing
+the segments both share) and swaps it in; queries that started on the old one finish on
+it, so no query ever waits for a reload or sees half of one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from .. import visual_words as vw
+from .codecs import Codecs
+from .ivf import depth_for
+from .segments import Segment, idf_squared
+from .vectors import MAX_REGIONS, reference_ids
+
+
+@dataclass(frozen=True, eq=False)
+class Snapshot:
+    """The live segments (oldest first), the removed references (sorted) and the codecs of one generation."""
+
+    generation: int
+    segments: tuple[Segment, ...]
+    removed: np.ndarray
+    references: int
+    codecs: Codecs | None
+    vector_count: int = 0
+    ivf: Any = None  # the IVF codec of the large segments' companions (provenance.index.ivf), if trained
+
+    # -- vectors -------------------------------------------------------------------------
+    def search_vectors(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (inner products, vector ids) per query over every live vector, best first."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        # removed references may fill some of a segment's hits: fetch that many more
+        depth = k + min(k, MAX_REGIONS * len(self.removed))
+        candidates = depth_for(self.vector_count) if self.ivf is not None else depth
+        parts = [segment.search_vectors(queries, depth, candidates) for segment in self.segments if len(segment)]
+        if not parts:
+            return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
+        scores = np.concatenate([part[0] for part in parts], axis=1)
+        ids = np.concatenate([part[1] for part in parts], axis=1)
+        if len(self.removed):
+            hidden = np.isin(reference_ids(ids), self.removed)
+            scores, ids = np.where(hidden, -np.inf, scores), np.where(hidden, -1, ids)
+        # ties go to the smaller id, whatever the segment order
+        order = np.lexsort((ids, -scores), axis=1)[:, :k] if ids.size else np.zeros((len(queries), 0), np.int64)
+        top_scores = np.take_along_axis(scores, order, axis=1)
+        top_ids = np.take_along_axis(ids, order, axis=1)
+        top_ids[~np.isfinite(top_scores)] = -1
+        return top_scores.astype(np.float32), top_ids.astype(np.int64)
+
+    def vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every live ``(vector id, float32 vector)``, by ascending id, decoded from the codes."""
+        ids, blocks = [], []
+        for segment in self.segments:
+            rows = np.flatnonzero(~np.isin(reference_ids(segment.vector_ids), self.removed))
+            ids.append(segment.vector_ids[rows])
+            blocks.append(segment.decode_vectors(rows))
+        if not ids:
+            return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+        all_ids, all_vectors = np.concatenate(ids), np.concatenate(blocks)
+        order = np.argsort(all_ids, kind="stable")
+        return all_ids[order], all_vectors[order]
+
+    # -- hashes --------------------------------------------------------------------------
+    def search_pdq(self, variants: np.ndarray, k: int, max_distance: int) -> list[tuple[int, int]]:
+        """(distance, reference id), nearest first, at most ``k`` references, each once."""
+        best: dict[int, int] = {}
+        for segment in self.segments:
+            for distance, ref_id in segment.search_pdq(variants, k * len(variants), max_distance):
+                if distance < best.get(ref_id, 1 << 30):
+                    best[ref_id] = distance
+        alive = [(distance, ref_id) for ref_id, distance in best.items() if not self.is_removed(ref_id)]
+        return sorted(alive)[:k]
+
+    def pdq_hashes(self) -> Iterator[tuple[int, bytes]]:
+        """(reference id, 33 bytes of hash and quality) of every live reference, by segment."""
+        for segment in self.segments:
+            rows = segment.pdq_rows()
+            for row, ref_id in enumerate(segment.refs.tolist()):
+                if not self.is_removed(ref_id):
+                    yield ref_id, rows[row].tobytes()
+
+    # -- words ---------------------------------------------------------------------------
+    @cached_property
+    def document_frequency(self) -> np.ndarray:
+        total = np.zeros(vw.WORDS, np.int64)
+        for segment in self.segments:
+            total += segment.document_frequency
+        return total
+
+    @cached_property
+    def word_weights(self) -> np.ndarray:
+        """Squared idf of every visual word over the live collection."""
+        return idf_squared(self.document_frequency, self.references)
+
+    def vote(self, query_words: Sequence[np.ndarray], candidates: int) -> list[tuple[int, float, int]]:
+        """(reference id, score, which word set) of the ``candidates`` references sharing the most
+        idf-weighted words with the best of ``query_words`` (several sets: views, mirrors)."""
+        weights = self.word_weights
+        found: list[tuple[float, int, int]] = []
+        for segment in self.segments:
+            best = np.zeros(len(segment))
+            best_set = np.zeros(len(segment), np.int64)
+            for number, words in enumerate(query_words):
+                scores = segment.word_scores(words, weights)
+                better = scores > best
+                best[better], best_set[better] = scores[better], number
+            if len(self.removed):
+                best[np.isin(segment.refs, self.removed)] = 0.0
+            top = np.argsort(-best, kind="stable")[:candidates]
+            found += [(float(best[row]), int(segment.refs[row]), int(best_set[row])) for row in top if best[row] > 0]
+        found.sort(key=lambda item: (-item[0], item[1]))
+        return [(ref_id, score, which) for score, ref_id, which in found[:candidates]]
+
+    # -- per reference -------------------------------------------------------------------
+    def is_removed(self, ref_id: int) -> bool:
+        position = int(np.searchsorted(self.removed, ref_id))
+        return position < len(self.removed) and int(self.removed[position]) == ref_id
+
+    def locate(self, ref_id: int) -> tuple[Segment, int] | None:
+        """The segment and row holding a live reference."""
+        if self.is_removed(ref_id):
+            return None
+        for segment in self.segments:
+            info = segment.info
+            if info["first"] <= ref_id <= info["last"]:
+                row = segment.row_of(ref_id)
+                if row is not None:
+                    return segment, row
+        return None
+
+    def local_features(self, ref_id: int):
+        """The stored keypoints of a live reference, decoded, or None (see :mod:`provenance.features`)."""
+        from ..features import decode_local_features
+
+        found = self.locate(ref_id)
+        if found is None:
+            return None
+        segment, row = found
+        return decode_local_features(segment.features(row), self.codecs if segment.info["codec"] != "raw" else None)
+
+    def reference_data(self, ref_id: int) -> dict[str, bytes] | None:
+        """What a live reference's segment stores besides its vectors: the local-feature record
+        (``features``), the hash with its quality (``pdq``) and the thumbnail (``thumb``)."""
+        found = self.locate(ref_id)
+        if found is None:
+            return None
+        segment, row = found
+        return {"features": segment.features(row), "pdq": segment.pdq_rows()[row].tobytes(), "thumb": segment.thumbnail(row)}
+
+    def thumbnail(self, ref_id: int) -> bytes | None:
+        found = self.locate(ref_id)
+        return None if found is None else (found[0].thumbnail(found[1]) or None)
+
+    def pdq(self, ref_id: int) -> bytes | None:
+        found = self.locate(ref_id)
+        return None if found is None else found[0].pdq_rows()[found[1]].tobytes()
