@@ -5,7 +5,13 @@ Importing this package is cheap: torch, FAISS and models load on first use.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
+
+# FAISS's OpenMP threads spin after every search by default and take the cores the model and
+# verification threads are using (a query ran 25 % slower on 2 cores). Read once, when FAISS
+# loads its OpenMP runtime (lazily, after this); a value the user set is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .errors import (
     BadInputError,

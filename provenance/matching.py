@@ -15,8 +15,10 @@ from __future__ import annotations
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .verify.geometry import Verification, verify_with_mirror
-from .verify.keypoints import Keypoints, extract_keypoints_with_mirror
+from .verify.keypoints import Keypoints, extract_keypoints_with_mirror, mirror_keypoints
 from .verify.pdq import MATCH_THRESHOLD as PDQ_MATCH_DISTANCE
 from .verify.pdq import MIN_QUALITY as PDQ_MIN_QUALITY
 from .verify.pdq import pdq_dihedral_with_quality
@@ -25,6 +27,9 @@ from .results import VERDICT_COPY, VERDICT_NO_MATCH, VERDICT_SIMILAR, Match, Tra
 
 #: Inliers at which a verified copy's strength is one half.
 _INLIER_SCALE = 25.0
+#: A view whose longer side is at least this share of the whole query's takes its keypoints
+#: from the whole query's (:meth:`QueryFeatures.keypoints`).
+DERIVE_FROM_WHOLE = 0.8
 
 
 @dataclass
@@ -74,9 +79,25 @@ class QueryFeatures:
     def keypoints(self, view: int) -> tuple[Keypoints, Keypoints]:
         base = self.base_view(view)
         if base not in self._keypoints:
-            self._keypoints[base] = extract_keypoints_with_mirror(self.views[base].image)
+            derived = self._derived(base)
+            self._keypoints[base] = derived if derived is not None else extract_keypoints_with_mirror(self.views[base].image)
         pair = self._keypoints[base]
         return pair.result() if isinstance(pair, Future) else pair
+
+    def _derived(self, base: int) -> tuple[Keypoints, Keypoints] | None:
+        """The keypoints of a view that is most of the whole query (without its borders, say)
+        taken from the whole query's: the same pixels at nearly the working scale, so a second
+        detection would find the same points (None for smaller views, which are upsampled)."""
+        view, whole = self.views[base], self.views[0]
+        if base == 0 or view.box is None or max(view.image.size) < DERIVE_FROM_WHOLE * max(whole.image.size):
+            return None
+        plain = self.keypoints(0)[0]
+        x0, y0, x1, y1 = view.box
+        inside = (plain.xy[:, 0] >= x0) & (plain.xy[:, 0] < x1) & (plain.xy[:, 1] >= y0) & (plain.xy[:, 1] < y1)
+        width, height = view.image.size
+        cropped = Keypoints(plain.xy[inside] - np.array([x0, y0], np.float32), plain.descriptors[inside], width, height,
+                            plain.method)
+        return cropped, mirror_keypoints(cropped)
 
     def prefetch(self, views: list[int], pool) -> None:
         """Start extracting the keypoints that ``views`` need on ``pool`` (an executor).
@@ -84,9 +105,15 @@ class QueryFeatures:
         Call it from the thread that will later call :meth:`keypoints`, before any task
         that waits on them is submitted to the same pool (which then never deadlocks).
         """
-        for base in dict.fromkeys(self.base_view(view) for view in views):
-            if base not in self._keypoints:
+        bases = list(dict.fromkeys(self.base_view(view) for view in views))
+        if any(base != 0 and self._derivable(base) for base in bases):
+            bases = [0] + bases  # what they are derived from
+        for base in dict.fromkeys(bases):
+            if base not in self._keypoints and not (base and self._derivable(base)):
                 self._keypoints[base] = pool.submit(extract_keypoints_with_mirror, self.views[base].image)
+
+    def _derivable(self, base: int) -> bool:
+        return self.views[base].box is not None and max(self.views[base].image.size) >= DERIVE_FROM_WHOLE * max(self.views[0].image.size)
 
     def evidence_views(self, view: int) -> list[int]:
         """The unmirrored views a candidate found by ``view`` is verified on, in order.

@@ -113,7 +113,10 @@ def run_queries(store, embedder, sources: Sequence[CandidateSource], images: Seq
             return exc
         views = query_views(decoded, mirror=options.mirror, strip=options.strip_borders, photos=options.photo_regions,
                             disc=options.discs, circles=options.circles)
-        return _Query(describe_source(image), decoded, QueryFeatures(views), [])
+        features = QueryFeatures(views)
+        if options.verify:  # every verification needs the whole query's keypoints: extract them beside the model
+            features.prefetch([0], pool)
+        return _Query(describe_source(image), decoded, features, [])
 
     with ThreadPoolExecutor(JUDGE_THREADS) as pool:
         # decoding, view crops and resizing release the GIL too: a batch prepares images side by side
