@@ -12,7 +12,6 @@ The codebook is one of the codecs an index trains on its own keypoints
 
 from __future__ import annotations
 
-import base64
 
 import numpy as np
 

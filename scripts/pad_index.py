@@ -22,6 +22,7 @@ companion, as a growing index does (``provenance.index.writing.maintain_ivf``).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import shutil
 import time
 from pathlib import Path
@@ -117,7 +118,7 @@ def main() -> None:
 
 def _write_distractors(store, refs: np.ndarray, by_region: dict, pool: list[dict], rng) -> None:
     from provenance.index.metadata import Reference
-    from provenance.index.segments import SegmentInput
+    from provenance.index.segment_writer import SegmentInput
     from provenance.index.vectors import vector_ids
 
     regions = sorted(by_region)
@@ -131,8 +132,8 @@ def _write_distractors(store, refs: np.ndarray, by_region: dict, pool: list[dict
         pdq = (np.frombuffer(source["pdq"][:32], np.uint8) ^ flips[offset]).tobytes() + source["pdq"][32:]
         items.append(SegmentInput(ref_id, vector_ids(np.full(len(regions), ref_id), np.array(regions)), block[offset],
                                   pdq, source["features"], source["words"], source["thumb"]))
-        rows.append(Reference(ref_id, f"synthetic-{ref_id}", f"synthetic/{ref_id}", None, None, "synthetic-distractor",
-                              250, 250, now, {}))
+        digest = hashlib.sha256(f"synthetic-{ref_id}".encode()).hexdigest()  # a digest no real file has
+        rows.append(Reference(ref_id, digest, f"synthetic/{ref_id}", None, None, "synthetic-distractor", 250, 250, now, {}))
     store.metadata.insert_many(rows)
     snapshot = store.snapshot
     frequency = snapshot.document_frequency.copy()

@@ -108,7 +108,7 @@ def train_ivf(sample: np.ndarray, count: int) -> IvfCodec:
     subquantisers = max(2, dim // DIMS_PER_SUBQUANTISER)
     index = faiss.index_factory(dim, f"IVF{nlist},PQ{subquantisers}x4fsr", faiss.METRIC_INNER_PRODUCT)
     faiss.extract_index_ivf(index).cp.niter = 12
-    index.train(np.ascontiguousarray(sample[: nlist * TRAINING_PER_LIST * 4], dtype=np.float32))
+    index.train(np.ascontiguousarray(sample, dtype=np.float32))
     return IvfCodec(faiss.serialize_index(index).tobytes(), int(count))
 
 
@@ -117,7 +117,7 @@ def build_companion(codec: IvfCodec, blocks: Iterable[np.ndarray], path: Path) -
     order), ids = row numbers."""
     import faiss
 
-    from .segments import _write_faiss
+    from .segment_writer import _write_faiss
 
     index = codec.new_index()
     start = 0

@@ -16,8 +16,12 @@ import numpy as np
 from .. import visual_words as vw
 from .codecs import Codecs
 from .ivf import depth_for
-from .segments import Segment, idf_squared
+from .segment_writer import idf_squared
+from .segments import Segment
 from .vectors import MAX_REGIONS, reference_ids
+
+#: Postings a query's word set may gather for its votes (:meth:`Snapshot.informative`).
+VOTE_POSTINGS = 1 << 18
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,6 +107,7 @@ class Snapshot:
         """(reference id, score, which word set) of the ``candidates`` references sharing the most
         idf-weighted words with the best of ``query_words`` (several sets: views, mirrors)."""
         weights = self.word_weights
+        query_words = [self.informative(words) for words in query_words]
         found: list[tuple[float, int, int]] = []
         for segment in self.segments:
             best = np.zeros(len(segment))
@@ -117,6 +122,21 @@ class Snapshot:
             found += [(float(best[row]), int(segment.refs[row]), int(best_set[row])) for row in top if best[row] > 0]
         found.sort(key=lambda item: (-item[0], item[1]))
         return [(ref_id, score, which) for score, ref_id, which in found[:candidates]]
+
+    def informative(self, words: np.ndarray) -> np.ndarray:
+        """The rarest of ``words`` whose postings add up to at most :data:`VOTE_POSTINGS`.
+
+        A posting list grows with the collection (about 7,000 references per word at a million),
+        so a word set's votes would cost in proportion to it; the rarest words carry the largest
+        idf weights, so a query keeps them and drops the common ones first. In a small index
+        every word stays.
+        """
+        frequency = self.document_frequency[words.astype(np.int64)]
+        if frequency.sum() <= VOTE_POSTINGS:
+            return words
+        order = np.argsort(frequency, kind="stable")
+        kept = order[np.cumsum(frequency[order]) <= VOTE_POSTINGS]
+        return np.sort(words[kept])
 
     # -- per reference -------------------------------------------------------------------
     def is_removed(self, ref_id: int) -> bool:

@@ -41,7 +41,8 @@ from .codecs import RAW, Codecs
 from .manifest import MANIFEST_NAME, Manifest, check_embedder, read_manifest, write_manifest
 from .metadata import MetadataStore
 from .ivf import IvfCodec, companion_name
-from .segments import Segment, SegmentWriter
+from .segment_writer import SegmentWriter
+from .segments import Segment
 from .snapshot import Snapshot
 from . import writing
 

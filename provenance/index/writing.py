@@ -20,7 +20,8 @@ from ..verify.keypoints import Keypoints
 from .codecs import RAW, Codecs, train_codecs
 from .ivf import IVF_FROM_VECTORS, RETRAIN_GROWTH, SEGMENT_IVF_FROM, TRAINING_PER_LIST, build_companion, companion_name
 from .ivf import lists_for, train_ivf
-from .segments import Segment, SegmentInput, merge_inputs
+from .segment_writer import SegmentInput
+from .segments import Segment, merge_inputs
 from .vectors import REGION_BITS
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ def maintain_ivf(store: "IndexStore") -> None:
     if snapshot.codecs is None or (codec is None and snapshot.vector_count < IVF_FROM_VECTORS):
         return
     if codec is None or snapshot.vector_count >= RETRAIN_GROWTH * codec.trained_on:
-        codec = train_ivf(_training_sample(snapshot, lists_for(snapshot.vector_count) * TRAINING_PER_LIST * 4),
+        codec = train_ivf(_training_sample(snapshot, lists_for(snapshot.vector_count) * TRAINING_PER_LIST * 2),
                           snapshot.vector_count)
     stale = [segment for segment in snapshot.segments
              if len(segment.vector_ids) >= SEGMENT_IVF_FROM and segment.info.get("ivf") != codec.version]

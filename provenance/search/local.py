@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from .. import visual_words as vw
 from ..index.store import IndexStore
 from .fusion import VOTE_CANDIDATES
