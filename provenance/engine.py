@@ -15,7 +15,8 @@ from .imageio import ImageSource, describe_source
 from .imagelimits import DEFAULT_LIMITS, ImageLimits
 from .index.metadata import Reference
 from .index.manifest import MANIFEST_NAME
-from .index.store import IndexStore, read_through
+from .index.directory import read_through
+from .index.store import IndexStore
 from .index.vectors import MAX_REGIONS, REGION_BITS
 from .indexing import CHECKPOINT_EVERY, EMBED_BATCH, ReindexRun, index_prepared
 from .ingest import (DEFAULT_FILE_TIMEOUT, KnownHashes, Preparer, PreparedReference, ProgressCallback, ReindexJob, model_threads_beside,

@@ -34,10 +34,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CorruptIndexError, IndexExistsError, IndexLockedError, ReadOnlyIndexError
+from ..errors import CorruptIndexError, IndexExistsError, ReadOnlyIndexError
 from ..features import FEATURES_BLOB, KEYPOINTS_BLOB, PDQ_BLOB, PDQ_BLOB_SIZE, THUMB_BLOB
 from . import codecs as codec_module
 from .codecs import RAW, Codecs
+from .directory import WriterLock, remove_index_files
 from .manifest import MANIFEST_NAME, Manifest, check_embedder, read_manifest, write_manifest
 from .metadata import MetadataStore
 from .ivf import IvfCodec, companion_name
@@ -48,7 +49,6 @@ from . import writing
 
 METADATA_NAME = "metadata.sqlite"
 ERRORS_NAME = "errors.jsonl"
-LOCK_NAME = "write.lock"
 SEGMENTS_NAME = "segments"
 #: Segments of one size tier (the same power of this factor in references) merged into one.
 MERGE_FACTOR = 8
@@ -118,7 +118,8 @@ class IndexStore:
             if (directory / MANIFEST_NAME).exists() or (directory / METADATA_NAME).exists():
                 if not overwrite and (directory / MANIFEST_NAME).exists():
                     raise IndexExistsError(f"an index already exists at {directory}; use rebuild/overwrite to replace it")
-                _remove_index_files(directory)
+                remove_index_files(directory, (MANIFEST_NAME, METADATA_NAME, f"{METADATA_NAME}-wal",
+                                               f"{METADATA_NAME}-shm", ERRORS_NAME), SEGMENTS_NAME)
             metadata = MetadataStore(directory / METADATA_NAME)
             manifest = Manifest(embedder=embedder_description, index_id=uuid.uuid4().hex)
             if regions is not None:
@@ -406,59 +407,7 @@ def tier(references: int) -> int:
     return int(math.log(max(references, 1), MERGE_FACTOR))
 
 
-class WriterLock:
-    """An exclusive, non-blocking ``flock`` on an index directory's ``write.lock``."""
-
-    def __init__(self, descriptor: int):
-        self._descriptor: int | None = descriptor
-
-    @classmethod
-    def acquire(cls, directory: Path) -> "WriterLock":
-        import fcntl
-
-        descriptor = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(descriptor)
-            raise IndexLockedError(
-                f"index at {directory} is being changed by another writer (reindex, remove, compact or calibrate); "
-                "wait for it to finish; queries can run meanwhile"
-            ) from None
-        return cls(descriptor)
-
-    def release(self) -> None:
-        if self._descriptor is not None:
-            os.close(self._descriptor)  # closing drops the flock
-            self._descriptor = None
-
-
 def _identity(manifest: Manifest) -> str:
     """What of the manifest never changes after creation, as recorded in SQLite."""
     return json.dumps({"index_id": manifest.index_id, "embedder": manifest.embedder, "regions": manifest.regions,
                        "format_version": manifest.format_version}, sort_keys=True)
-
-
-def read_through(path: Path, chunk: int = 8 << 20) -> int:
-    """Read ``path`` once, sequentially, so that the OS page cache holds it; returns its size."""
-    buffer = bytearray(chunk)
-    total = 0
-    with open(path, "rb", buffering=0) as handle:
-        if hasattr(os, "posix_fadvise"):
-            os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        while count := handle.readinto(buffer):
-            total += count
-    return total
-
-
-def _remove_index_files(directory: Path) -> None:
-    for name in (MANIFEST_NAME, METADATA_NAME, f"{METADATA_NAME}-wal", f"{METADATA_NAME}-shm", ERRORS_NAME):
-        (directory / name).unlink(missing_ok=True)
-    for pattern in ("vectors-*.faiss", "rerank-*"):  # an index of the earlier format
-        for path in directory.glob(pattern):
-            path.unlink(missing_ok=True)
-    segments = directory / SEGMENTS_NAME
-    if segments.is_dir():
-        for path in segments.iterdir():
-            path.unlink(missing_ok=True)
-
