@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
+from dataclasses import dataclass
 import threading
 import time
 from pathlib import Path
@@ -37,6 +39,34 @@ HITS_PER_REGION = 11
 
 
 
+@dataclass(frozen=True)
+class QuerySettings:
+    """An engine's default query settings (see :mod:`provenance.search.pipeline` for the cascade).
+
+    ``mirror``: also embed the views' mirror images (verification tries mirroring in any
+    case; on the development set they added no reference to any copy's candidates).
+    ``strip_borders``, ``photo_regions``, ``discs``, ``circles``, ``faces``: the query views.
+    ``regions``: the indexed regions searched (True: all; False: the whole image; a set of
+    region numbers, for ablations). ``pdq``, ``keypoint_votes``: those candidate sources.
+    ``verify``: geometric verification (and the PDQ near-exact path); ``verify_more``: the
+    second round when the first finds no copy; ``cascade``: the expensive views and
+    sources only for queries the first stage proves no copy for.
+    """
+
+    mirror: bool = False
+    strip_borders: bool = True
+    photo_regions: bool = True
+    faces: bool = True
+    discs: bool = True
+    circles: bool = True
+    regions: bool | frozenset[int] = True
+    pdq: bool = True
+    keypoint_votes: bool = True
+    verify: bool = True
+    verify_more: bool = True
+    cascade: bool = True
+
+
 def _build_embedder(embedder: str | Embedder, options: dict[str, Any] | None) -> tuple[Embedder, dict[str, Any]]:
     if isinstance(embedder, Embedder):
         return embedder, dict(options or {})
@@ -53,28 +83,8 @@ class Engine:
         self._store = store
         self.embedder = embedder
         self._write_lock = threading.RLock()
-        #: query views: also search the mirrored query, and the query without its borders
-        #: also embed the views' mirror images (verification tries mirroring in any case; on
-        #: the development set they added no reference to any copy's candidates)
-        self.query_mirror = False
-        self.query_strip_borders = True
-        self.query_photo_regions = True
-        self.query_faces = True
-        self.query_discs = True
-        self.query_circles = True
-        #: search the indexed reference crops too (False: whole-image vectors only; a set of
-        #: region numbers: those alone, for ablations)
-        self.use_regions: bool | frozenset[int] = True
-        #: geometric verification of the best candidates, and the PDQ near-exact path
-        self.verify = True
-        #: a second round of verification when the first finds no copy (search.fusion)
-        self.verify_more = True
-        self.use_pdq = True
-        #: the keypoint vote source (search.local)
-        self.use_keypoint_votes = True
-        #: face squares, keypoint votes and the second round only for queries the first
-        #: stage proves no copy for (search.pipeline)
-        self.cascade = True
+        #: this engine's default query settings (frozen: :meth:`configure` replaces them)
+        self.settings = QuerySettings()
         #: what loading one image may cost (bytes, pixels, scans, frames, seconds), on every path
         self.image_limits: ImageLimits = DEFAULT_LIMITS
         #: a read-only engine re-reads the index before a query when a writer has saved since;
@@ -89,19 +99,30 @@ class Engine:
         """Add (or replace, by name) a candidate source."""
         self._sources[source.name] = source
 
+    def configure(self, **changes: Any) -> QuerySettings:
+        """Replace some of this engine's default query settings (:class:`QuerySettings` fields);
+        returns the new settings. For set-up and ablations: a caller whose queries need other
+        settings passes :meth:`query_options` per call instead."""
+        unknown = set(changes) - set(QuerySettings.__dataclass_fields__)
+        if unknown:
+            raise BadInputError(f"unknown query setting(s): {', '.join(sorted(unknown))}")
+        self.settings = dataclasses.replace(self.settings, **changes)
+        return self.settings
+
     def query_options(self, **overrides: Any) -> QueryOptions:
         """A frozen snapshot of this engine's query settings (every query call takes one).
 
         ``overrides`` replace fields of the snapshot (``verify=False``, ``limits=...``): a
         service passes the result to :meth:`query_batch` per request instead of changing
-        the engine's attributes, which every thread shares.
+        the engine's settings, which every thread shares.
         """
-        scales = tuple(spec.scale for spec in self.regions if isinstance(spec, SubjectSquare)) if self.query_faces else ()
-        sources = {"vectors"} | ({"pdq"} if self.use_pdq else set()) | ({"keypoints"} if self.use_keypoint_votes else set())
+        settings = self.settings
+        scales = tuple(spec.scale for spec in self.regions if isinstance(spec, SubjectSquare)) if settings.faces else ()
+        sources = {"vectors"} | ({"pdq"} if settings.pdq else set()) | ({"keypoints"} if settings.keypoint_votes else set())
         return QueryOptions(
-            mirror=self.query_mirror, strip_borders=self.query_strip_borders, photo_regions=self.query_photo_regions,
-            face_scales=scales, discs=self.query_discs, circles=self.query_circles, regions=self.use_regions,
-            sources=frozenset(sources), verify=self.verify, verify_more=self.verify_more, cascade=self.cascade,
+            mirror=settings.mirror, strip_borders=settings.strip_borders, photo_regions=settings.photo_regions,
+            face_scales=scales, discs=settings.discs, circles=settings.circles, regions=settings.regions,
+            sources=frozenset(sources), verify=settings.verify, verify_more=settings.verify_more, cascade=settings.cascade,
             similar_threshold=self.similar_threshold, copy_threshold=self.copy_threshold, limits=self.image_limits,
         ).replace(**overrides)
 

@@ -5,7 +5,7 @@ A collection too large for one index is split into shards (``provenance reindex 
 same embedder and regions. :class:`ShardedIndex` fans a query out at the candidate level:
 every shard's sources search the query's views, their hits (with ids made global) are fused
 in one place, and the best candidates overall are verified, as in one index. With exact
-vector search, no visual-word votes (fewer than 200 references per shard, or ``use_keypoint_votes``
+vector search, no visual-word votes (fewer than 200 references per shard, or ``keypoint_votes``
 off) and the same thresholds, the answers equal those of one index holding every shard's
 references; each shard trains its own codecs (vector ranges, keypoint codes, visual words),
 so scores, votes and the candidates they add can differ otherwise.

@@ -13,19 +13,19 @@ import argparse
 from pathlib import Path
 
 STEPS = [
-    ("whole-image embedding only", dict(use_regions=False, query_mirror=False, query_strip_borders=False,
-                                         query_photo_regions=False, query_faces=False, query_discs=False,
-                                         query_circles=False, use_pdq=False, use_keypoint_votes=False, verify=False,
-                                         verify_more=False)),
-    ("+ centred reference crops", dict(use_regions=frozenset({0, 1, 2}))),
-    ("+ mirrored and border-stripped query views", dict(query_mirror=True, query_strip_borders=True)),
-    ("+ photo-region views (screenshots, avatars)", dict(query_photo_regions=True)),
-    ("+ face squares of the references", dict(use_regions=True)),
-    ("+ face, avatar-disc and circle query views", dict(query_faces=True, query_discs=True, query_circles=True)),
-    ("+ PDQ near-exact path", dict(use_pdq=True)),
+    ("whole-image embedding only", dict(regions=False, strip_borders=False, photo_regions=False, faces=False,
+                                         discs=False, circles=False, pdq=False, keypoint_votes=False, verify=False,
+                                         verify_more=False, cascade=False)),
+    ("+ centred reference crops", dict(regions=frozenset({0, 1, 2}))),
+    ("+ border-stripped query views", dict(strip_borders=True)),
+    ("+ photo-region views (screenshots, avatars)", dict(photo_regions=True)),
+    ("+ face squares of the references", dict(regions=True)),
+    ("+ face, avatar-disc and circle query views", dict(faces=True, discs=True, circles=True)),
+    ("+ PDQ near-exact path", dict(pdq=True)),
     ("+ geometric verification of the best 6", dict(verify=True)),
     ("+ 6 more when none verifies", dict(verify_more=True)),
-    ("+ keypoint votes (full engine)", dict(use_keypoint_votes=True)),
+    ("+ keypoint votes", dict(keypoint_votes=True)),
+    ("+ the cascade (full engine)", dict(cascade=True)),
 ]
 
 
@@ -45,8 +45,7 @@ def main() -> None:
     engine = Engine.open(args.index)
     rows, families = [], {}
     for number, (label, settings) in enumerate(STEPS):
-        for name, value in settings.items():
-            setattr(engine, name, value)
+        engine.configure(**settings)
         config = EvalConfig(refs=Path(args.bench) / "refs.csv", negatives=Path(args.bench) / "negatives.csv",
                             out_dir=Path(args.out) / f"step{number}", seed=args.seed, limit=args.limit, baselines=(),
                             families=args.families.split(",") if args.families else None)
