@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from .cli import _MAX_FILE_MB, _MAX_MEGAPIXELS, DEFAULT_INDEX, EXIT_BAD_INPUT, _fail, _limits, _progress_bar, app
+from .cli_common import _MAX_FILE_MB, _MAX_MEGAPIXELS, DEFAULT_INDEX, EXIT_BAD_INPUT, _fail, _limits, _progress_bar, app
 from .errors import ProvenanceError
 
 

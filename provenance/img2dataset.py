@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .errors import ImageLoadError, ManifestError
+from .records import SourceRecord
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".avif", ".heic")
 #: Fields of img2dataset's JSON sidecar or table kept under their own name (besides url and caption).
@@ -36,7 +37,6 @@ def is_webdataset_folder(folder: Path) -> bool:
 
 def scan_webdataset(source: Path):
     """Records for one shard (``.tar``) or every shard of a folder, in shard then member order."""
-    from .sources import SourceRecord
 
     shards = sorted(source.glob("*.tar")) if source.is_dir() else [source]
     records = []
@@ -122,7 +122,6 @@ def is_member_name(name: str) -> bool:
 
 def scan_table(table: Path, rows: Iterable[dict[str, Any]]):
     """Records for img2dataset's table of downloaded files (``key`` + ``url``), or any table with ``path``."""
-    from .sources import SourceRecord
 
     folder = table.with_suffix("")
     records = []

@@ -5,26 +5,16 @@ from __future__ import annotations
 import csv
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import ManifestError
 from .imageio import is_image_path
+from .records import SourceRecord
+
+__all__ = ["SourceRecord", "read_jsonl", "scan_folder", "scan_source", "shard_records"]
 
 _KNOWN_FIELDS = ("subject", "source_url", "collection")
-
-
-@dataclass(frozen=True)
-class SourceRecord:
-    """One reference to ingest: where to read it, what to call it, and its metadata."""
-
-    path: str  # as ingested: manifest value, or folder-relative path joined to the folder as given
-    file: str  # where to read the bytes
-    subject: str | None = None
-    source_url: str | None = None
-    collection: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def scan_source(source: str | os.PathLike) -> list[SourceRecord]:

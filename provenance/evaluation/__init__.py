@@ -8,6 +8,7 @@ scoring functions in :mod:`provenance.evaluation.metrics` are pure.
 from __future__ import annotations
 
 from .runner import EvalConfig, EvalSummary, run_evaluation
-from .transforms import FAMILIES, apply_family, family_rng
+from .families import FAMILIES, apply_family, family_rng
+from .queries import plan_queries  # noqa: F401  (registers every family)
 
 __all__ = ["FAMILIES", "EvalConfig", "EvalSummary", "apply_family", "family_rng", "run_evaluation"]

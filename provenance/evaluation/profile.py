@@ -14,7 +14,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .transforms import Params, choice, face_box, random_colour, register, uniform
+from .families import Params, choice, face_box, random_colour, register, uniform
 
 FONT_NAMES = ("Montserrat-Bold.ttf", "NotoSans-Regular.ttf", "Impact.ttf", "IBMPlexSans-SemiBold.ttf")
 EMOJI_FOLDERS = ("smileys", "people", "symbols", "activity", "objects")

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from .profile import _theme, circle_mask, fake_handle, fake_name, font, paste_emoji, pick_emoji, vertical_gradient
-from .transforms import Params, choice, face_box, jpeg_roundtrip, random_colour, register, uniform
+from .families import Params, choice, face_box, jpeg_roundtrip, random_colour, register, uniform
 
 _CAPTIONS = ("Dispo ce soir", "Snap : {h}", "{p} € la soirée", "DM for prices", "Only {p}$ tonight",
              "Telegram @{h}", "new here, DM me", "Cash app only", "Available now", "Add me : {h}")
