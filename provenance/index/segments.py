@@ -75,6 +75,7 @@ class Segment:
         # the codes end the FAISS file: re-scoring reads rows there with pread (see ivf.py)
         self._code_size = int(self._vectors.sa_code_size())
         self._code_offset = vector_file.stat().st_size - self._vectors.ntotal * self._code_size
+        self._sq4 = _sq4_ranges(self._vectors)
         words = self._sections["words"]
         self._document_frequency = np.zeros(vw.WORDS, np.int64)
         self._document_frequency[words.astype(np.int64)] = np.diff(self._sections["word_starts"].astype(np.int64))
@@ -125,19 +126,16 @@ class Segment:
         return segment_files(self.directory, self.name)
 
     # -- vectors -------------------------------------------------------------------------
-    def search_vectors(self, queries: np.ndarray, k: int, depth: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` (inner products, vector ids) per query over this segment; -1 ids pad.
+    def search_vectors(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (inner products, vector ids) per query over this segment, scanned whole; -1 ids pad.
 
-        A segment with an IVF companion re-scores ``depth`` candidates per query from its codes.
+        (A segment with an IVF companion is searched through :meth:`ivf_candidates` and
+        :meth:`rescore` instead, across segments: :meth:`~.snapshot.Snapshot.search_vectors`.)
         """
         count = self._vectors.ntotal
         if not count:
             return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
-        queries = np.ascontiguousarray(queries, dtype=np.float32)
-        if self._ivf is not None:
-            scores, rows = self._approximate_search(queries, min(k, count), max(k, depth))
-        else:
-            scores, rows = self._vectors.search(queries, min(k, count))
+        scores, rows = self._vectors.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, count))
         ids = np.where(rows >= 0, self.vector_ids[np.maximum(rows, 0)], -1)
         if rows.shape[1] < k:  # a segment smaller than k
             pad = k - rows.shape[1]
@@ -145,30 +143,43 @@ class Segment:
             ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
         return scores, ids
 
-    def _approximate_search(self, queries: np.ndarray, k: int, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    def ivf_candidates(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        """(approximate inner products, rows) of the ``depth`` best candidates per query from the
+        IVF companion: comparable across segments, which share the codec."""
         import faiss
 
         index, nprobe = self._ivf
-        _, candidates = index.search(queries, min(depth, index.ntotal), params=faiss.SearchParametersIVF(nprobe=nprobe))
-        unique, inverse = np.unique(candidates[candidates >= 0], return_inverse=True)
-        decoded = self.read_vectors(unique)
-        scores = np.full(candidates.shape, -np.inf, np.float32)
-        valid = candidates >= 0
-        # each query against its own candidates: one product over the distinct rows, then a gather
-        products = queries @ decoded.T if len(unique) else np.zeros((len(queries), 0), np.float32)
-        columns = np.zeros(candidates.shape, np.int64)
-        columns[valid] = inverse
-        scores[valid] = np.take_along_axis(products, columns, axis=1)[valid]
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        rows = np.take_along_axis(np.where(valid, candidates, -1), order, axis=1)
-        return np.take_along_axis(scores, order, axis=1), rows
+        scores, rows = index.search(np.ascontiguousarray(queries, dtype=np.float32), min(depth, index.ntotal),
+                                    params=faiss.SearchParametersIVF(nprobe=nprobe))
+        scores[rows < 0] = -np.inf
+        return scores, rows
 
-    def read_vectors(self, rows: np.ndarray) -> np.ndarray:
-        """float32 vectors of the given rows, read with ``pread`` (not through the map: a page
-        fault maps its whole neighbourhood, and a long-running process would end up holding
-        the file for a few rows per query)."""
+    def rescore(self, queries: np.ndarray, query_of: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Inner products of ``queries[query_of[i]]`` with the stored vector of ``rows[i]``.
+
+        4-bit codes are scored without decoding them: a code ``c`` stands for
+        ``low + (c + 0.5) * step`` per dimension, so a query's product is a constant plus the
+        codes' product with ``query * step``.
+        """
+        scores = np.full(rows.shape, -np.inf, np.float32)
         if not len(rows):
-            return np.zeros((0, self._vectors.d), np.float32)
+            return scores
+        unique, inverse = np.unique(rows, return_inverse=True)
+        codes = self._read_codes(unique)
+        if self._sq4 is None:
+            decoded = self._vectors.sa_decode(codes)
+            return np.einsum("ij,ij->i", queries[query_of], decoded[inverse]).astype(np.float32)
+        low, step = self._sq4
+        levels = np.empty((len(unique), 2 * codes.shape[1]), np.float32)
+        levels[:, 0::2], levels[:, 1::2] = codes & 15, codes >> 4
+        for query in np.unique(query_of).tolist():
+            mine = np.flatnonzero(query_of == query)
+            weights = queries[query] * step
+            scores[mine] = float(queries[query] @ low + 0.5 * weights.sum()) + levels[inverse[mine]] @ weights
+        return scores
+
+    def _read_codes(self, rows: np.ndarray) -> np.ndarray:
+        """The codes of ``rows`` (ascending), read with ``pread`` (see :meth:`read_vectors`)."""
         size, offset = self._code_size, self._code_offset
         descriptor = os.open(self.directory / f"{self.name}.vec", os.O_RDONLY)
         try:
@@ -177,7 +188,15 @@ class Segment:
             os.close(descriptor)
         if len(data) != len(rows) * size:
             raise CorruptIndexError(f"segment {self.name}: its vector file ends before row {int(rows.max())}")
-        return self._vectors.sa_decode(np.frombuffer(data, np.uint8).reshape(len(rows), size))
+        return np.frombuffer(data, np.uint8).reshape(len(rows), size)
+
+    def read_vectors(self, rows: np.ndarray) -> np.ndarray:
+        """float32 vectors of the given rows, read with ``pread`` (not through the map: a page
+        fault maps its whole neighbourhood, and a long-running process would end up holding
+        the file for a few rows per query)."""
+        if not len(rows):
+            return np.zeros((0, self._vectors.d), np.float32)
+        return self._vectors.sa_decode(np.ascontiguousarray(self._read_codes(np.asarray(rows))))
 
     def vector_codes(self) -> np.ndarray:
         """The stored codes of every vector (rows x code size, a view of the mapped file), for a merge to copy."""
@@ -265,6 +284,16 @@ class Segment:
             self._map.close()
         except BufferError:  # a view handed out is still alive; the mapping goes with it
             pass
+
+
+def _sq4_ranges(index) -> tuple[np.ndarray, np.ndarray] | None:
+    """(low, step) per dimension of a 4-bit scalar quantiser, or None for other codes."""
+    import faiss
+
+    if getattr(index, "sq", None) is None or index.sq.qtype != faiss.ScalarQuantizer.QT_4bit:
+        return None
+    trained = faiss.vector_to_array(index.sq.trained).astype(np.float32)
+    return trained[: index.d], trained[index.d:] / 15.0
 
 
 def merge_inputs(segments: Sequence[Segment], removed: np.ndarray) -> tuple[list[SegmentInput], np.ndarray, np.ndarray]:

@@ -42,8 +42,10 @@ class Snapshot:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         # removed references may fill some of a segment's hits: fetch that many more
         depth = k + min(k, MAX_REGIONS * len(self.removed))
-        candidates = depth_for(self.vector_count) if self.ivf is not None else depth
-        parts = [segment.search_vectors(queries, depth, candidates) for segment in self.segments if len(segment)]
+        parts = [segment.search_vectors(queries, depth) for segment in self.segments if len(segment) and not segment.approximate]
+        approximate = [segment for segment in self.segments if segment.approximate]
+        if approximate:
+            parts.append(self._approximate_search(queries, approximate, max(depth, depth_for(self.vector_count))))
         if not parts:
             return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
         scores = np.concatenate([part[0] for part in parts], axis=1)
@@ -57,6 +59,28 @@ class Snapshot:
         top_ids = np.take_along_axis(ids, order, axis=1)
         top_ids[~np.isfinite(top_scores)] = -1
         return top_scores.astype(np.float32), top_ids.astype(np.int64)
+
+    def _approximate_search(self, queries: np.ndarray, segments: list[Segment], depth: int) -> tuple[np.ndarray, np.ndarray]:
+        """The large segments' IVF candidates, pooled: the best ``depth`` per query by their
+        approximate scores over all those segments (one codec: the scores compare), then
+        re-scored from the segments' codes. The same depth as one index of the collection
+        would use, however many segments hold it."""
+        found = [segment.ivf_candidates(queries, depth) for segment in segments]
+        approximate = np.concatenate([scores for scores, _ in found], axis=1)
+        rows = np.concatenate([candidates for _, candidates in found], axis=1)
+        owner = np.concatenate([np.full(candidates.shape, number) for number, (_, candidates) in enumerate(found)], axis=1)
+        keep = min(depth, approximate.shape[1])
+        best = np.argpartition(-approximate, keep - 1, axis=1)[:, :keep]
+        rows, owner = np.take_along_axis(rows, best, axis=1), np.take_along_axis(owner, best, axis=1)
+        exact = np.full(rows.shape, -np.inf, np.float32)
+        ids = np.full(rows.shape, -1, np.int64)
+        query_of = np.broadcast_to(np.arange(len(queries))[:, None], rows.shape)
+        for number, segment in enumerate(segments):
+            mine = (owner == number) & (rows >= 0)
+            if mine.any():
+                exact[mine] = segment.rescore(queries, query_of[mine], rows[mine])
+                ids[mine] = segment.vector_ids[rows[mine]]
+        return exact, ids
 
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """Every live ``(vector id, float32 vector)``, by ascending id, decoded from the codes."""
