@@ -20,6 +20,10 @@ from .segment_writer import idf_squared
 from .segments import Segment
 from .vectors import MAX_REGIONS, reference_ids
 
+#: Candidates re-scored per query vector across the large segments, in units of
+#: :func:`~.ivf.depth_for`: the fast-scan codes (8 dimensions per 4-bit code) rank coarsely,
+#: and at a million padded references twice that depth kept recall@10 above 0.99 (0.985 at once).
+POOLED_DEPTH = 2
 #: Postings a query's word set may gather for its votes (:meth:`Snapshot.informative`).
 VOTE_POSTINGS = 1 << 18
 
@@ -45,7 +49,7 @@ class Snapshot:
         parts = [segment.search_vectors(queries, depth) for segment in self.segments if len(segment) and not segment.approximate]
         approximate = [segment for segment in self.segments if segment.approximate]
         if approximate:
-            parts.append(self._approximate_search(queries, approximate, max(depth, depth_for(self.vector_count))))
+            parts.append(self._approximate_search(queries, approximate, max(depth, POOLED_DEPTH * depth_for(self.vector_count))))
         if not parts:
             return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
         scores = np.concatenate([part[0] for part in parts], axis=1)
