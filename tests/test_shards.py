@@ -81,3 +81,26 @@ def test_cli_reindexes_a_shard_and_queries_shards_together(built, tmp_path):
     first, second = (json.loads(result.stdout.splitlines()[0]) for result in (answered, together))
     first.pop("seconds"), second.pop("seconds")
     assert first == second
+
+
+def test_merging_shards_coded_with_different_codecs(tmp_path, monkeypatch):
+    import provenance.index.codecs as codecs
+
+    monkeypatch.setattr(codecs, "MIN_TRAIN_REFERENCES", 4)  # each shard trains codecs of its own
+    photos = [synthetic_photo(seed) for seed in range(200, 212)]
+    shards = []
+    for number in range(2):
+        folder = tmp_path / f"images{number}"
+        folder.mkdir()
+        for index, photo in enumerate(photos[number * 6:(number + 1) * 6]):
+            photo.save(folder / f"s{number}_{index}.jpg", quality=90)
+        with Engine.create(tmp_path / f"shard{number}") as engine:
+            engine.reindex(folder, workers=0)
+            assert engine._store.snapshot.codecs is not None
+        shards.append(tmp_path / f"shard{number}")
+    assert merge_shards(shards, tmp_path / "merged") == 12
+    with Engine.open(tmp_path / "merged", read_only=True) as merged:
+        assert merged._store.snapshot.codecs is not None  # the first shard's, adopted
+        for number, photo in enumerate(photos):
+            best = merged.query(photo.crop((20, 15, 300, 225))).best
+            assert best.verdict == "copy" and best.path.endswith(f"s{number // 6}_{number % 6}.jpg")
