@@ -1,4 +1,5 @@
-"""Every benchmark script runs once, on a tiny generated bench and index, so that none can rot.
+"""Every benchmark script runs once, on a tiny generated bench and index, so that none can rot
+(the reliability scripts run in tests/test_reliability.py).
 
 The figures they print are not checked (benchmarks measure, tests do not time); what is
 checked is that each runs to the end and prints the lines its documentation promises.
@@ -83,11 +84,6 @@ def test_bench_reindex(tiny, tmp_path):
 def test_bench_shards(tiny, tmp_path):
     out = run("bench_shards.py", "--refs", tiny / "refs.csv", "--out", tmp_path / "shards", "--queries", 4, cwd=tmp_path)
     assert "merge" in out, out
-
-
-def test_crash_trials(tiny, tmp_path):
-    out = run("crash_trials.py", "--trials", 3, "--images", 6, "--out", tmp_path / "crash", cwd=tmp_path)
-    assert '"inconsistent": 0' in out, out
 
 
 def test_ablation(tiny, tmp_path):
