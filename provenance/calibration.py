@@ -38,18 +38,26 @@ class CalibrationReport:
     seconds: float = 0.0
 
 
+#: Steps of the scores' precision a threshold sits above the negative score it excludes: the
+#: same image may embed a rounding step apart in a batch and alone (kernels chosen by batch
+#: size), and must stay below the threshold either way.
+ROUNDING_STEPS = 8
+
+
 def threshold_for_fpr(negative_scores: np.ndarray, target_fpr: float, floor: float,
                       precision: type = np.float64) -> float:
     """Smallest threshold >= ``floor`` with at most ``target_fpr`` of the scores at or above it.
 
-    Thresholds sit just above a negative score in the ``precision`` the scores were computed
-    in (similarities are float32 cosines), so ties never leak through.
+    Thresholds sit :data:`ROUNDING_STEPS` steps of the ``precision`` the scores were computed
+    in (similarities are float32 cosines) above a negative score, so ties never leak through.
     """
     scores = np.sort(np.asarray(negative_scores, dtype=np.float64))[::-1]
     allowed = int(np.floor(target_fpr * len(scores)))
     if allowed >= len(scores):
         return floor
-    above = np.nextafter(precision(scores[allowed]), precision(np.inf))
+    above = precision(scores[allowed])
+    for _ in range(ROUNDING_STEPS):
+        above = np.nextafter(above, precision(np.inf))
     return max(floor, float(above))
 
 
