@@ -31,6 +31,29 @@ def synthetic_photo(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Imag
     return Image.fromarray(noisy, "RGB").filter(ImageFilter.SMOOTH)
 
 
+def write_bench(root, references, negatives):
+    """A bench in the layout of ../shared/bench under ``root``: ``references`` as
+    (image, subject, collection) and ``negatives`` as (image, kind) become refs/ and
+    negatives/ with their CSVs. Returns ``root``."""
+    import csv
+
+    (root / "refs").mkdir(parents=True)
+    (root / "negatives").mkdir()
+    with open(root / "refs.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "subject", "source_url", "collection"])
+        for number, (image, subject, collection) in enumerate(references):
+            image.save(root / "refs" / f"r{number}.jpg", quality=92)
+            writer.writerow([f"refs/r{number}.jpg", subject, f"https://example.org/{number}", collection])
+    with open(root / "negatives.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "kind", "subject"])
+        for number, (image, kind) in enumerate(negatives):
+            image.save(root / "negatives" / f"n{number}.jpg", quality=92)
+            writer.writerow([f"negatives/n{number}.jpg", kind, ""])
+    return root
+
+
 @pytest.fixture(scope="session")
 def photos() -> list[Image.Image]:
     return [synthetic_photo(seed) for seed in range(8)]

@@ -13,6 +13,7 @@ from PIL import Image
 
 from provenance.evaluation import EvalConfig, run_evaluation
 
+from .conftest import write_bench
 from .test_eval_transforms import portrait
 
 FAMILIES = ["crop_mild", "grayscale", "profile_post", "combo"]
@@ -57,22 +58,10 @@ class TinyEngine:
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("bench")
-    (root / "refs").mkdir()
-    (root / "negatives").mkdir()
-    with open(root / "refs.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "subject", "source_url", "collection"])
-        for i in range(8):
-            portrait(seed=100 + i).save(root / f"refs/r{i}.jpg", quality=95)
-            writer.writerow([f"refs/r{i}.jpg", f"Person {i}", f"https://x.example/{i}", "public-figures"])
-    with open(root / "negatives.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "kind", "subject"])
-        for i, kind in enumerate(["general", "unreferenced_person", "same_subject_other_photo"] * 2):
-            portrait(seed=200 + i).save(root / f"negatives/n{i}.jpg", quality=95)
-            writer.writerow([f"negatives/n{i}.jpg", kind, ""])
-    return root
+    references = [(portrait(seed=100 + i), f"Person {i}", "public-figures") for i in range(8)]
+    kinds = ["general", "unreferenced_person", "same_subject_other_photo"] * 2
+    return write_bench(tmp_path_factory.mktemp("bench"), references,
+                       [(portrait(seed=200 + i), kind) for i, kind in enumerate(kinds)])
 
 
 def evaluate(bench: Path, out: Path, seed: int = 0):

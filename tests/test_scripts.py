@@ -7,7 +7,6 @@ checked is that each runs to the end and prints the lines its documentation prom
 
 from __future__ import annotations
 
-import csv
 import os
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import synthetic_photo
+from .conftest import synthetic_photo, write_bench
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -26,22 +25,11 @@ def tiny(tmp_path_factory, effnet):
     import provenance.index.codecs as codecs
     from provenance import Engine
 
-    root = tmp_path_factory.mktemp("tiny-bench")
-    (root / "refs").mkdir()
-    (root / "negatives").mkdir()
-    with open(root / "refs.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "subject", "source_url", "collection"])
-        for number in range(16):
-            synthetic_photo(number, size=(250, 250)).save(root / "refs" / f"r{number:02d}.jpg", quality=90)
-            writer.writerow([f"refs/r{number:02d}.jpg", f"Person {number % 5}", f"https://example.org/{number}",
-                             "public-figures" if number % 4 else "general"])
-    with open(root / "negatives.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "kind", "subject"])
-        for number in range(6):
-            synthetic_photo(100 + number, size=(250, 250)).save(root / "negatives" / f"n{number}.jpg", quality=90)
-            writer.writerow([f"negatives/n{number}.jpg", "general" if number % 2 else "unreferenced_person", ""])
+    references = [(synthetic_photo(number, size=(250, 250)), f"Person {number % 5}",
+                   "public-figures" if number % 4 else "general") for number in range(16)]
+    negatives = [(synthetic_photo(100 + number, size=(250, 250)), "general" if number % 2 else "unreferenced_person")
+                 for number in range(6)]
+    root = write_bench(tmp_path_factory.mktemp("tiny-bench"), references, negatives)
     saved = codecs.MIN_TRAIN_REFERENCES
     codecs.MIN_TRAIN_REFERENCES = 8  # the index codes its data, as one of 200 references would
     try:
