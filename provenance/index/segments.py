@@ -36,10 +36,6 @@ SEGMENT_SUFFIXES = (".dat", ".vec", ".pdq")
 _LENGTH = struct.Struct("<Q")
 
 
-def segment_files(directory: Path, name: str) -> list[Path]:
-    return [directory / f"{name}{suffix}" for suffix in SEGMENT_SUFFIXES]
-
-
 class Segment:
     """A committed segment, opened by memory map (every method is safe from many threads)."""
 
@@ -123,7 +119,7 @@ class Segment:
         return self._document_frequency
 
     def files(self) -> list[Path]:
-        return segment_files(self.directory, self.name)
+        return [self.directory / f"{self.name}{suffix}" for suffix in SEGMENT_SUFFIXES]
 
     # -- vectors -------------------------------------------------------------------------
     def search_vectors(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -179,7 +175,9 @@ class Segment:
         return scores
 
     def _read_codes(self, rows: np.ndarray) -> np.ndarray:
-        """The codes of ``rows`` (ascending), read with ``pread`` (see :meth:`read_vectors`)."""
+        """The codes of ``rows`` (ascending), read with ``pread``: not through the map, where a
+        page fault maps its whole neighbourhood and a long-running process would end up
+        holding the file for a few rows per query."""
         size, offset = self._code_size, self._code_offset
         descriptor = os.open(self.directory / f"{self.name}.vec", os.O_RDONLY)
         try:
@@ -189,14 +187,6 @@ class Segment:
         if len(data) != len(rows) * size:
             raise CorruptIndexError(f"segment {self.name}: its vector file ends before row {int(rows.max())}")
         return np.frombuffer(data, np.uint8).reshape(len(rows), size)
-
-    def read_vectors(self, rows: np.ndarray) -> np.ndarray:
-        """float32 vectors of the given rows, read with ``pread`` (not through the map: a page
-        fault maps its whole neighbourhood, and a long-running process would end up holding
-        the file for a few rows per query)."""
-        if not len(rows):
-            return np.zeros((0, self._vectors.d), np.float32)
-        return self._vectors.sa_decode(np.ascontiguousarray(self._read_codes(np.asarray(rows))))
 
     def vector_codes(self) -> np.ndarray:
         """The stored codes of every vector (rows x code size, a view of the mapped file), for a merge to copy."""
