@@ -52,7 +52,7 @@ def eval_command(
     refs: Annotated[Path, typer.Option("--refs", help="Reference manifest CSV (path,subject,source_url,collection).")] = DEFAULT_REFS,
     negatives: Annotated[Optional[Path], typer.Option("--negatives", help="Negatives CSV (path,kind,subject): queries that must not match.")] = None,
     partial_copies: Annotated[Optional[Path], typer.Option("--partial-copies", help="CSV (path,ref) of images sharing pixels with a reference, scored on their own; default: shared_pixels.csv beside --negatives, if present.")] = None,
-    hard_negatives: Annotated[Optional[Path], typer.Option("--hard-negatives", help="CSV (path,kind) relabelling some negatives with a kind of their own (e.g. scripts/data/shared_backdrop.csv).")] = None,
+    hard_negatives: Annotated[Optional[list[Path]], typer.Option("--hard-negatives", help="CSV (path,kind) relabelling some negatives with a kind of their own (scripts/data/shared_backdrop.csv, scripts/data/same_shoot.csv); repeatable.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for the reference sample and every transform.")] = 0,
     families: Annotated[Optional[str], typer.Option("--families", help="Comma-separated transform families (default: all).")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Quick run: at most N queries per family and N negatives per kind.")] = None,
@@ -70,7 +70,7 @@ def eval_command(
     if partial_copies is None and negatives is not None and (negatives.parent / "shared_pixels.csv").is_file():
         partial_copies = negatives.parent / "shared_pixels.csv"
     config = EvalConfig(
-        refs=refs, out_dir=out, negatives=negatives, partial_copies=partial_copies, hard_negatives=hard_negatives, seed=seed, families=_split(families) or None,
+        refs=refs, out_dir=out, negatives=negatives, partial_copies=partial_copies, hard_negatives=tuple(hard_negatives or ()), seed=seed, families=_split(families) or None,
         per_family=per_family, limit=limit, index_dir=index, baselines=tuple(_split(baselines)),
         embedder=embedder, top_k=top_k,
     )

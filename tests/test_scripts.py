@@ -78,3 +78,32 @@ def test_ablation(tiny, tmp_path):
     out = run("ablation.py", "--index", tiny / "index", "--bench", tiny, "--limit", 1, "--families", "blur,crop_tight",
               "--out", tmp_path / "ablation", cwd=tmp_path)
     assert "| configuration |" in out, out
+
+
+def test_find_same_shoot_ranks_the_pair_that_keeps_its_backdrop(tmp_path):
+    """Two people with another photo each: one taken against the reference's backdrop (the
+    same shoot), one against another; the same-shoot pair must rank first."""
+    import csv
+
+    from PIL import Image, ImageDraw
+
+    def portrait(backdrop, face):
+        image = Image.new("RGB", (250, 250), backdrop)
+        ImageDraw.Draw(image).ellipse((80, 50, 170, 190), fill=face)
+        return image
+
+    root = write_bench(tmp_path / "bench", [(portrait((30, 90, 200), (220, 180, 150)), "Ann Lee", "public-figures"),
+                                            (portrait((200, 60, 40), (150, 110, 90)), "Bo Ray", "public-figures")],
+                       [])
+    with open(root / "negatives.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "kind", "subject"])
+        for number, (image, subject) in enumerate([(portrait((35, 95, 205), (200, 160, 140)), "Ann Lee"),
+                                                    (portrait((20, 160, 60), (150, 110, 90)), "Bo Ray")]):
+            image.save(root / "negatives" / f"o{number}.jpg", quality=92)
+            writer.writerow([f"negatives/o{number}.jpg", "same_subject_other_photo", subject])
+    out = run("find_same_shoot.py", "--bench", root, "--sheet", tmp_path / "sheet.png", cwd=tmp_path)
+    rows = list(csv.DictReader(out.splitlines()))
+    assert [row["subject"] for row in rows] == ["Ann Lee", "Bo Ray"]
+    assert float(rows[0]["ring_histogram_intersection"]) > 0.9 > float(rows[1]["ring_histogram_intersection"])
+    assert (tmp_path / "sheet.png").stat().st_size > 0

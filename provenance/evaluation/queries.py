@@ -21,7 +21,7 @@ from PIL import Image
 
 from ..errors import BadInputError
 from ..imageio import load_image
-from . import profile, threat, transforms  # noqa: F401  (each registers its families)
+from . import profile, scams, threat, transforms  # noqa: F401  (each registers its families)
 from .families import FAMILIES, apply_family, family_rng
 
 #: Default number of references sampled per family (19 families -> 760 positives).

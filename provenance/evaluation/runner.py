@@ -33,8 +33,8 @@ class EvalConfig:
     ``limit`` negatives per kind. ``partial_copies``: a CSV (``path``, ``ref``) of images
     that share pixels with a reference (another crop of the same photograph); they are
     scored in a block of their own (:func:`~.metrics.partial_copy_block`), outside µAP and
-    the false-positive rates. ``hard_negatives``: a CSV (``path``, ``kind``) that relabels
-    some negatives with a kind of their own (e.g. ``shared_backdrop``). ``index_dir``: an index to reuse (missing references
+    the false-positive rates. ``hard_negatives``: CSVs (``path``, ``kind``) that relabel
+    some negatives with a kind of their own (e.g. ``shared_backdrop``, ``same_shoot``). ``index_dir``: an index to reuse (missing references
     are added to it) or to create; ``None`` builds a throwaway index in a temporary folder.
     """
 
@@ -42,7 +42,7 @@ class EvalConfig:
     out_dir: Path
     negatives: Path | None = None
     partial_copies: Path | None = None
-    hard_negatives: Path | None = None
+    hard_negatives: Path | Sequence[Path] = ()
     seed: int = 0
     families: Sequence[str] | None = None
     per_family: int = DEFAULT_PER_FAMILY
@@ -90,8 +90,8 @@ def run_evaluation(config: EvalConfig, progress: Progress = None, *, engine: Any
     report = progress or (lambda stage, done, total: None)
     refs = read_rows(config.refs)
     negatives = read_rows(config.negatives, ("path", "kind")) if config.negatives else []
-    if config.hard_negatives:
-        negatives = relabel(negatives, read_rows(config.hard_negatives, ("path", "kind")))
+    for hard in [config.hard_negatives] if isinstance(config.hard_negatives, (str, Path)) else config.hard_negatives:
+        negatives = relabel(negatives, read_rows(hard, ("path", "kind")))
     partials = read_partial_copies(config.partial_copies) if config.partial_copies else []
     families = resolve_families(config.families)
     if config.limit is not None and config.limit < 1:
