@@ -201,6 +201,8 @@ def match_from(candidate: Candidate, reference: Reference, verdict: str, views: 
         query_view=view.name.removesuffix("+mirror") if view is not None else None,
         query_box=tuple(int(v) for v in view.box) if view is not None and view.box is not None else None,
         reference_frame=candidate.reference_frame if verified else None,
+        refusal=candidate.verification.refusal if candidate.verification is not None and not candidate.is_copy else None,
+        support=round(candidate.verification.support, 4) if candidate.verification is not None and candidate.verification.inliers else None,
     )
 
 

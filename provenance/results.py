@@ -37,6 +37,9 @@ class Match:
     ``photo0`` in a screenshot, ...) and ``query_box`` (that view in the query's pixels,
     ``QueryResult.query_size``); ``reference_frame`` is the (width, height) that ``box``
     and the transform's matrix refer to (the reference as decoded for indexing).
+    ``refusal`` says why keypoints that agree were not taken as proof of a copy
+    (``"compact_support"``: they span only a logo-, text- or sticker-sized patch of both
+    pictures; ``support`` is the larger share of either picture they span).
     """
 
     ref_id: int
@@ -57,6 +60,8 @@ class Match:
     query_view: str | None = None
     query_box: tuple[int, int, int, int] | None = None
     reference_frame: tuple[int, int] | None = None
+    refusal: str | None = None
+    support: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -145,3 +145,13 @@ def test_evidence_page_in_a_real_browser(evidence):
     assert sum(on_edge) >= 9, "the red outline is not drawn on the screenshot where the box is"
     inside = [_near(shot.getpixel((int(x), top + 25)), target) for x in xs]
     assert sum(inside) <= 2  # the outline is a line, not a filled area
+
+
+def test_a_refused_logo_match_says_why_it_is_not_a_copy():
+    logo = Match(ref_id=3, path="refs/p3.jpg", score=0.91, verdict="similar", similarity=0.91,
+                 refusal="compact_support", support=0.0154)
+    text = explain(logo, {"similar": 0.85})
+    assert text.startswith("similar:") and "1.5 %" in text and "logo" in text
+    plain = explain(Match(ref_id=3, path="refs/p3.jpg", score=0.91, verdict="similar", similarity=0.91), {"similar": 0.85})
+    assert "logo" not in plain
+    assert Match.from_dict(logo.to_dict()) == logo

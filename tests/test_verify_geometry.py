@@ -173,8 +173,8 @@ def test_flat_query_and_method_mismatch(reference):
 def test_thresholds_are_respected(reference):
     image, ref_kp = reference
     query_kp = extract_keypoints(_jpeg(image.crop((100, 80, 380, 280))))
-    default = verify_pair(query_kp, ref_kp)
-    strict = verify_pair(query_kp, ref_kp, thresholds=Thresholds(min_inliers=default.inliers + 1))
+    default = verify_pair(query_kp, ref_kp, models=("similarity",))
+    strict = verify_pair(query_kp, ref_kp, thresholds=Thresholds(min_inliers=default.inliers + 1), models=("similarity",))
     assert default.verified and not strict.verified
 
 
@@ -226,3 +226,90 @@ def test_query_inside_is_the_share_of_the_query_that_lands_in_the_reference():
     assert crop.verified and other.verified
     assert crop.query_inside > 0.95
     assert 0.35 < other.query_inside < 0.65
+
+
+def _seen_at_an_angle(image: Image.Image, squeeze: float) -> tuple[Image.Image, np.ndarray]:
+    """``image`` as a camera sees it turned about its vertical axis: the right edge
+    ``squeeze`` of the left one's height, on a grey background; also the 3x3 matrix
+    mapping the result's pixels back onto ``image``'s."""
+    import cv2
+
+    w, h = image.size
+    margin = 40
+    shrink = (1 - squeeze) * h / 2
+    target = np.float32([[margin, margin], [margin + w * 0.8, margin + shrink],
+                         [margin + w * 0.8, margin + h - shrink], [margin, margin + h]])
+    source = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    forward = cv2.getPerspectiveTransform(source, target)
+    size = (round(margin * 2 + w * 0.8), h + 2 * margin)
+    warped = cv2.warpPerspective(np.asarray(image), forward, size, borderValue=(128, 128, 128))
+    return Image.fromarray(warped), np.linalg.inv(forward)
+
+
+def test_a_photo_of_a_screen_is_verified_by_a_bounded_perspective(reference):
+    image, ref_kp = reference
+    query, back = _seen_at_an_angle(image, 0.7)
+    query_kp = extract_keypoints(_jpeg(query, 85))
+    affine_only = verify_pair(query_kp, ref_kp, models=("similarity", "stretch", "affine"))
+    result = verify_pair(query_kp, ref_kp)
+    assert not affine_only.verified
+    assert result.verified and result.model == "perspective" and result.inlier_ratio >= 0.85
+    # the box is where the query's frame lands: the whole reference (the margin falls outside it)
+    _assert_box_close(result.box, (0, 0, *REF_SIZE), tolerance=0.02)
+    # the reported local affine map agrees with the true one at the query's centre
+    from provenance.verify.perspective import local_affine
+
+    truth = local_affine(back, (query.width / 2, query.height / 2))
+    np.testing.assert_allclose(np.reshape(result.transform, (2, 3)), truth, rtol=0.08, atol=4.0)
+
+
+def test_perspective_fits_must_look_like_a_plane():
+    from provenance.verify.perspective import fit_perspective, jacobian, local_affine, project
+
+    rng = np.random.default_rng(3)
+    src = rng.uniform(0, 500, size=(60, 2)).astype(np.float32)
+    tilt = np.array([[1.0, 0.05, 10.0], [0.02, 0.9, 5.0], [4e-4, 1e-4, 1.0]])
+    dst = project(tilt, src).astype(np.float32)
+    fitted = fit_perspective(src, dst, 2.0, 2000, 0.995, lambda linear: True)
+    assert fitted is not None and fitted[1].all()
+    np.testing.assert_allclose(project(fitted[0], src), dst, atol=0.05)
+    # the same points seen so steeply that the far side's scale is 1/5 of the near one's
+    steep = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [3e-3, 0.0, 1.0]])
+    assert fit_perspective(src, project(steep, src).astype(np.float32), 2.0, 2000, 0.995, lambda linear: True) is None
+    # an affine matrix is its own local affine map, and its Jacobian its linear part
+    affine = np.array([[1.2, 0.1, 3.0], [-0.1, 0.8, 7.0]])
+    np.testing.assert_allclose(local_affine(affine, (100.0, 50.0)), affine, atol=1e-12)
+    np.testing.assert_allclose(jacobian(affine, (10.0, 20.0)), affine[:, :2], atol=1e-12)
+
+
+def _logo(size: tuple[int, int], seed: int = 5) -> Image.Image:
+    """A busy, non-periodic badge: dots and squares on white."""
+    rng = np.random.default_rng(seed)
+    logo = Image.new("RGB", size, (250, 250, 250))
+    draw = ImageDraw.Draw(logo)
+    for _ in range(40):
+        x, y, r = int(rng.integers(0, size[0])), int(rng.integers(0, size[1])), int(rng.integers(2, 8))
+        colour = tuple(int(v) for v in rng.integers(0, 160, 3))
+        (draw.rectangle if rng.random() < 0.5 else draw.ellipse)((x - r, y - r, x + r, y + r), fill=colour)
+    return logo
+
+
+def test_a_shared_logo_alone_is_not_a_copy():
+    """Two different photos that share only a sticker-sized badge (a cap's logo): the
+    keypoints on it agree, but the evidence spans a sliver of both pictures."""
+    from provenance.verify.geometry import REFUSED_COMPACT
+
+    badge = _logo((70, 56))  # 2.3 % of the picture
+    photo = synthetic_photo(11, REF_SIZE)
+    photo.paste(badge, (300, 80))
+    other = synthetic_photo(29, REF_SIZE)
+    other.paste(badge, (60, 220))
+    ref_kp, query_kp = extract_keypoints(photo), extract_keypoints(_jpeg(other, 90))
+    permissive = verify_pair(query_kp, ref_kp, thresholds=Thresholds(min_support=0.0))
+    assert permissive.verified and permissive.refusal is None, "the badge alone must pass the other rules for this test to mean anything"
+    result = verify_pair(query_kp, ref_kp)
+    assert not result.verified and result.refusal == REFUSED_COMPACT
+    assert result.support < 0.025 and result.inliers == permissive.inliers
+    # a tight crop around the badge of the photo itself is a copy: it spans most of the query
+    crop = verify_pair(extract_keypoints(_jpeg(photo.crop((260, 50, 410, 170)).resize((300, 240)), 90)), ref_kp)
+    assert crop.verified and crop.support > 0.3 and crop.refusal is None

@@ -22,6 +22,7 @@ from ..imageio import ImageSource, load_image
 from ..imagelimits import DEFAULT_LIMITS, ImageLimits
 from ..index.manifest import atomic_write_bytes
 from ..results import VERDICT_COPY, VERDICT_SIMILAR, Match, QueryResult
+from ..verify.geometry import REFUSED_COMPACT
 from .page import FOOTPRINT_COLOUR, MATCH_COLOUR, data_uri, document, esc, picture, thumbnail_uri, polygon, rect, verdict_badge
 
 #: How a query view came about, in words (``Match.query_view``; numbered views by prefix).
@@ -50,6 +51,8 @@ def describe_transform(match: Match) -> str:
         words.append("stretched")
     elif match.transform.model == "affine":
         words.append("skewed")
+    elif match.transform.model == "perspective":
+        words.append("seen at an angle (a photo of a screen or a print)")
     view = re.match(r"[a-z]*", match.query_view or "").group()  # photo1-inner -> photo, circle0 -> circle
     if view in VIEW_WORDS:
         words.append(VIEW_WORDS[view])
@@ -66,6 +69,10 @@ def explain(match: Match | None, thresholds: dict[str, float]) -> str:
             return (f"copy: {match.inliers} keypoints of the suspect land where one geometric transform "
                     f"puts them on the reference; the two share pixels")
         return f"copy: its PDQ perceptual hash is {match.pdq_distance} of 256 bits from the reference's"
+    if match.refusal == REFUSED_COMPACT:
+        return (f"{match.verdict.replace('_', ' ')}: keypoints agree, but only on a patch spanning "
+                f"{(match.support or 0) * 100:.1f} % of the pictures (a logo, text or a sticker-sized detail); "
+                "sharing that is not evidence that the photograph was copied")
     if match.verdict == VERDICT_SIMILAR:
         return (f"similar: same person or shoot, no shared pixels proven (similarity {match.similarity:.2f}"
                 + (f" ≥ {similar_at:.2f}" if similar_at is not None else "") + ")")

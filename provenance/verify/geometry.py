@@ -6,7 +6,9 @@ Pipeline for one query/reference pair:
    SIFT, Hamming for ORB), keeping one match per reference keypoint.
 2. Fit, with RANSAC, a similarity (rotation, uniform scale, shift); when that does
    not verify, a "stretch" (independent x and y scales: an aspect-ratio change); when
-   that does not either, a general affine transform (skew), which must then be clean.
+   that does not either, a general affine transform (skew), which must then be clean;
+   last a perspective (a homography: a photo of a screen or a print seen at an angle),
+   which must be clean too and bounded (:mod:`.perspective`).
 3. Accept the pair by the rules of :class:`Thresholds`.
 
 All geometry uses pixel-*edge* coordinates (PIL crop-box convention: the whole image
@@ -39,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .keypoints import Keypoints
+from .perspective import as_homography, fit_perspective, local_affine, project
 
 #: Lowe's ratio test: nearest / second-nearest descriptor distance must be below this.
 #: (0.7 and 0.75 kept copies' inlier ratios but *raised* hard negatives' ones.)
@@ -57,7 +60,10 @@ MAX_NORMALISED_SCALE = 8.0
 #: Stretch and affine models: the ratio of the two axis scales may not exceed this.
 MAX_ANISOTROPY = 2.5
 #: Transform models, simplest first.
-MODELS = ("similarity", "stretch", "affine")
+MODELS = ("similarity", "stretch", "affine", "perspective")
+#: :attr:`Verification.refusal` of a match that passed every rule but spans too little of
+#: both pictures (:attr:`Thresholds.min_support`): a logo, a caption, a sticker-sized detail.
+REFUSED_COMPACT = "compact_support"
 _RANSAC_ITERS = 2000
 _RANSAC_CONFIDENCE = 0.995
 
@@ -79,12 +85,20 @@ class Thresholds:
       ``min_hull_fraction`` of the shared area (aligned-face negatives <= 0.04; copies
       with a ratio below clean >= 0.17). A clean copy may have a small hull: a corner
       crop of a bathtub keeps its few keypoints on the tap.
-    * A general affine fit must be clean: its two extra degrees of freedom let RANSAC
-      absorb a moved subject (one same-shoot negative reached ratio 0.71 that way,
-      while skewed copies stay above 0.9).
+    * A general affine or perspective fit must be clean: their extra degrees of freedom
+      let RANSAC absorb a moved subject (one same-shoot negative reached ratio 0.71 with
+      an affine fit, none above 0.55 with a homography, while skewed copies and photos of
+      a screen stay above 0.85).
     * No second motion: the best similarity among the matches the transform leaves
       unexplained has fewer than ``max(min_second_motion, max_second_motion_ratio *
       inliers)`` inliers (copies <= 0.14 x inliers).
+    * The evidence covers the subject, not a patch: the inliers' convex hull spans at
+      least ``min_support`` of the query's or the reference's area. Two different photos
+      that share a logo, a caption or a sticker agree on a patch that is small in both;
+      a copy, even a 32-64 px avatar in a screenshot or another crop of the same news
+      photo, spans far more of at least one of them (dev copies >= 0.055; a patch of 16 %
+      of each side is 0.025). A match refused only by this rule says so
+      (:data:`REFUSED_COMPACT`).
     """
 
     min_inliers: int = 15
@@ -94,6 +108,7 @@ class Thresholds:
     min_hull_fraction: float = 0.12
     min_second_motion: int = 8
     max_second_motion_ratio: float = 0.25
+    min_support: float = 0.025
 
 
 DEFAULT_THRESHOLDS = Thresholds()
@@ -115,8 +130,10 @@ class Verification:
     :class:`Thresholds` judges, as is ``second_motion``. ``query_inside`` is the fraction
     of the query's frame that lands inside the reference (1 for a crop of it; less for
     another crop of the same photograph, which shares only part of the query). ``model`` is
-    ``"similarity"``, ``"stretch"``, ``"affine"`` or ``"none"`` (no transform
-    found; the geometry fields are then empty).
+    ``"similarity"``, ``"stretch"``, ``"affine"``, ``"perspective"`` or ``"none"`` (no
+    transform found; the geometry fields are then empty). For a perspective, ``transform``,
+    ``scale`` and ``rotation_deg`` describe its affine approximation at the query's centre,
+    while ``box``, ``coverage`` and ``query_inside`` come from the exact mapped frame.
     """
 
     verified: bool
@@ -134,6 +151,8 @@ class Verification:
     second_motion: int = 0
     transform: tuple[float, ...] | None = None
     query_inside: float = 0.0
+    support: float = 0.0
+    refusal: str | None = None
 
 
 def _unverified(matches: int, mirrored: bool) -> Verification:
@@ -249,6 +268,9 @@ def _fit_transform(model: str, src: np.ndarray, dst: np.ndarray, threshold: floa
 
     if model == "stretch":
         return _fit_stretch(src, dst, threshold)
+    if model == "perspective":
+        return fit_perspective(src, dst, threshold, _RANSAC_ITERS, _RANSAC_CONFIDENCE,
+                               lambda linear: _sane(linear, MAX_ANISOTROPY))
     if model == "similarity":
         estimate, max_anisotropy = cv2.estimateAffinePartial2D, 1.0001
     elif model == "affine":
@@ -323,14 +345,14 @@ def _describe(query, reference, model, fit, src, dst, scales, mirrored, threshol
     """Turn a fitted normalised transform into a judged :class:`Verification`."""
     m_norm, mask = fit
     sq, sr, tolerance = scales
-    # Back to pixel-edge coordinates: u_r = (sq / sr) A_n u_q + t_n / sr.
-    matrix = np.hstack([m_norm[:, :2] * (sq / sr), m_norm[:, 2:] / sr])
+    # Back to pixel-edge coordinates: u_r = S_r^-1 M_n S_q u_q with S = diag(s, s, 1).
+    pixels = np.diag([1 / sr, 1 / sr, 1.0]) @ as_homography(m_norm) @ np.diag([sq, sq, 1.0])
     qw, qh, rw, rh = query.width, query.height, reference.width, reference.height
     corners = np.array([[0, 0], [qw, 0], [qw, qh], [0, qh]], dtype=np.float64)
-    frame = corners @ matrix[:, :2].T + matrix[:, 2]
+    frame = project(pixels, corners)
     shared = _shared_area(frame, rw, rh)
 
-    projected = src @ m_norm[:, :2].T + m_norm[:, 2]
+    projected = project(m_norm, src)
     error = np.linalg.norm(projected - dst, axis=1)
     inliers = int(mask.sum())
     lands_inside = np.all((projected >= 0) & (projected <= [rw * sr, rh * sr]), axis=1)
@@ -341,9 +363,15 @@ def _describe(query, reference, model, fit, src, dst, scales, mirrored, threshol
         hull_fraction=_hull_area(dst[mask] / sr) / shared if shared > 0 else 0.0,
         second_motion=_second_motion(src, dst, error, tolerance) if inliers >= thresholds.min_inliers else 0,
     )
+    # how much of either picture the agreeing points span: a logo or a caption spans little of both
+    support = max(_hull_area(src[mask] / sq) / (qw * qh), _hull_area(dst[mask] / sr) / (rw * rh))
     verified = shared > 0 and _passes(thresholds, model, **stats)
+    refusal = None
+    if verified and support < thresholds.min_support:
+        verified, refusal = False, REFUSED_COMPACT
     x0, y0 = np.clip(frame.min(axis=0), 0, [rw, rh])
     x1, y1 = np.clip(frame.max(axis=0), 0, [rw, rh])
+    matrix = local_affine(pixels, (qw / 2, qh / 2))
     linear = matrix[:, :2]
     inverse = np.linalg.inv(linear)  # reference -> query (mirrored frame if mirrored)
     if mirrored:  # u_mirrored = (qw - x, y): fold the flip into the reported transform
@@ -358,7 +386,9 @@ def _describe(query, reference, model, fit, src, dst, scales, mirrored, threshol
         coverage=shared / float(rw * rh),
         model=model,
         transform=tuple(float(v) for v in matrix.ravel()),
-        query_inside=min(1.0, shared / max(1e-9, abs(float(np.linalg.det(linear))) * qw * qh)),
+        query_inside=min(1.0, shared / max(1e-9, _polygon_area(frame))),
+        support=support,
+        refusal=refusal,
         **stats,
     )
 
@@ -380,7 +410,7 @@ def _passes(
         and inlier_ratio >= t.min_inlier_ratio
         and near_misses <= t.max_near_miss_ratio * inliers
         and (clean or hull_fraction >= t.min_hull_fraction)
-        and (clean or model != "affine")
+        and (clean or model not in ("affine", "perspective"))
         and second_motion < max(t.min_second_motion, t.max_second_motion_ratio * inliers)
     )
 
@@ -392,6 +422,12 @@ def _shared_area(frame: np.ndarray, width: int, height: int) -> float:
     rect = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float32)
     area, _ = cv2.intersectConvexConvex(_ccw(frame), rect)
     return max(0.0, float(area))
+
+
+def _polygon_area(points: np.ndarray) -> float:
+    """Area of a simple polygon given by its vertices in order (shoelace formula)."""
+    x, y = points[:, 0], points[:, 1]
+    return abs(float(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y))) / 2
 
 
 def _hull_area(points: np.ndarray) -> float:
