@@ -236,3 +236,14 @@ def test_partial_copies_scored_apart_and_hard_negatives_relabelled(bench, tmp_pa
                      families=["grayscale"], per_family=1, baselines=(), hard_negatives=tmp_path / "partials.csv")
     with pytest.raises(Exception, match="kind"):
         run_evaluation(bad, engine=TinyEngine(files))
+
+
+def test_engine_answers_carry_the_evidence_sentence():
+    from provenance.evaluation.runner import _engine_answer
+    from provenance.results import Match, QueryResult
+
+    logo = Match(ref_id=1, path="refs/a.jpg", score=0.9, verdict="similar", similarity=0.9,
+                 refusal="compact_support", support=0.012)
+    answer = _engine_answer(QueryResult("q.jpg", "similar", [logo], thresholds={"similar": 0.85}))
+    assert answer["verdict"] == "similar" and "logo" in answer["why"]
+    assert _engine_answer(QueryResult("q.jpg", "no_match", []))["why"] is None

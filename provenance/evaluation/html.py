@@ -60,8 +60,9 @@ def _example(record: dict, number: int, primary: str, thumbs: Thumbnails,
     cells = [_img(query_src, f"<b>{html.escape(record['qid'])}</b><br><code>"
                   f"{html.escape(json.dumps(record['params'])[:400])}</code>")]
     matched = thumbs.get(f"r_{_key(top)}", lambda: ref_image(top)) if top else None
+    why = f"<br><small>{html.escape(result['why'])}</small>" if result.get("why") else ""
     cells.append(_img(matched, f"matched {status}: {html.escape(str(top))}<br>score {score}, "
-                               f"verdict {html.escape(str(result['verdict']))}"))
+                               f"verdict {html.escape(str(result['verdict']))}{why}"))
     if record["truth"] is not None:
         truth = thumbs.get(f"r_{_key(record['truth'])}", lambda: ref_image(record["truth"]))
         cells.append(_img(truth, f"true reference: {html.escape(record['truth'])}<br>rank "

@@ -206,8 +206,15 @@ def _query_one(engine, image: Image.Image, top_k: int):
 
 
 def _engine_answer(result) -> dict:
+    from ..report.evidence import explain
+    from ..results import Match
+
+    # the evidence page's sentence for the best match: why a false copy is a copy (inliers or
+    # PDQ), why a shared logo is not (compact support)
+    best = getattr(result, "best", None)
+    why = explain(best, getattr(result, "thresholds", None) or {}) if isinstance(best, Match) else None
     return {"top": [m.path for m in result.matches], "scores": [float(m.score) for m in result.matches],
-            "verdict": result.verdict}
+            "verdict": result.verdict, "why": why}
 
 
 def _ask_baseline(baseline: HashBaseline, image: Image.Image, top_k: int, refs: list[Row], run: _SystemRun) -> dict:
