@@ -1,10 +1,12 @@
 """Ablation: the eval's metrics as the engine's components are switched on one by one.
 
 Usage: python scripts/ablation.py --index DIR [--bench ../shared/bench] [--limit 20] [--families a,b] [--out out/ablation]
+    [--hard-negatives scripts/data/shared_backdrop.csv --hard-negatives scripts/data/same_shoot.csv]
 The index must hold the bench references (built with the default regions: whole image,
 two centred crops, two face squares). Each step
 runs `run_evaluation` on the same seeded queries with the engine configured as listed.
-Prints a markdown table (overall and per family); asserts nothing.
+Prints markdown tables (overall, per family, and the false-positive rate at the P99 threshold
+per negative kind, the hard negatives' kinds included); asserts nothing.
 """
 
 from __future__ import annotations
@@ -37,21 +39,25 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--families", default=None, help="comma-separated families (default: all)")
     parser.add_argument("--out", default="out/ablation")
+    parser.add_argument("--hard-negatives", action="append", default=[], type=Path,
+                        help="CSV (path,kind) relabelling negatives, as for provenance eval; repeatable")
     args = parser.parse_args()
 
     from provenance import Engine
     from provenance.evaluation.runner import EvalConfig, run_evaluation
 
     engine = Engine.open(args.index)
-    rows, families = [], {}
+    rows, families, kinds = [], {}, {}
     for number, (label, settings) in enumerate(STEPS):
         engine.configure(**settings)
         config = EvalConfig(refs=Path(args.bench) / "refs.csv", negatives=Path(args.bench) / "negatives.csv",
                             out_dir=Path(args.out) / f"step{number}", seed=args.seed, limit=args.limit, baselines=(),
-                            families=args.families.split(",") if args.families else None)
+                            families=args.families.split(",") if args.families else None,
+                            hard_negatives=tuple(args.hard_negatives))
         metrics = run_evaluation(config, engine=engine).systems["engine"]
         rows.append((label, metrics))
         families[label] = metrics.get("per_family", {})
+        kinds[label] = metrics.get("negatives_fpr", {})
         print(f"done: {label}: µAP {metrics['micro_ap']:.3f}", flush=True)
     print()
     print("| configuration | µAP | R@P90 | R@P99 | recall@1 | median ms |")
@@ -66,6 +72,12 @@ def main() -> None:
     for family in names:
         cells = [f"{families[label][family]['recall_at_p99']:.2f}" for label, _ in rows]
         print(f"| {family} | " + " | ".join(cells) + " |")
+    print()
+    print("| negative kind (FPR at P99) | " + " | ".join(f"step {i}" for i in range(len(rows))) + " |")
+    print("| --- |" + " ---: |" * len(rows))
+    for kind in sorted(next(iter(kinds.values()))):
+        cells = [f"{kinds[label][kind].get('fpr_at_p99', float('nan')):.3f}" for label, _ in rows]
+        print(f"| {kind} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
