@@ -187,6 +187,10 @@ def verify_pair(
     dst = ((reference.xy[r_idx] + 0.5) * sr).astype(np.float32)
     best = _unverified(len(q_idx), mirrored)
     for model in models:
+        if model == "perspective" and best.inliers < thresholds.min_inliers:
+            # a view at an angle still leaves an affine fit with many inliers (photos of a
+            # screen: 41 or more); without them a homography's RANSAC only costs time
+            continue
         fit = _fit_transform(model, src, dst, ransac_threshold)
         if fit is None:
             continue
