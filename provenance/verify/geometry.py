@@ -42,6 +42,7 @@ import numpy as np
 
 from .keypoints import Keypoints
 from .perspective import as_homography, fit_perspective, local_affine, project
+from .polygons import hull_area, polygon_area, shared_area
 
 #: Lowe's ratio test: nearest / second-nearest descriptor distance must be below this.
 #: (0.7 and 0.75 kept copies' inlier ratios but *raised* hard negatives' ones.)
@@ -354,7 +355,7 @@ def _describe(query, reference, model, fit, src, dst, scales, mirrored, threshol
     qw, qh, rw, rh = query.width, query.height, reference.width, reference.height
     corners = np.array([[0, 0], [qw, 0], [qw, qh], [0, qh]], dtype=np.float64)
     frame = project(pixels, corners)
-    shared = _shared_area(frame, rw, rh)
+    shared = shared_area(frame, rw, rh)
 
     projected = project(m_norm, src)
     error = np.linalg.norm(projected - dst, axis=1)
@@ -364,11 +365,11 @@ def _describe(query, reference, model, fit, src, dst, scales, mirrored, threshol
         inliers=inliers,
         inlier_ratio=inliers / max(1, int((lands_inside | mask).sum())),
         near_misses=int(((error > tolerance) & (error <= NEAR_MISS_RADIUS) & ~mask).sum()),
-        hull_fraction=_hull_area(dst[mask] / sr) / shared if shared > 0 else 0.0,
+        hull_fraction=hull_area(dst[mask] / sr) / shared if shared > 0 else 0.0,
         second_motion=_second_motion(src, dst, error, tolerance) if inliers >= thresholds.min_inliers else 0,
     )
     # how much of either picture the agreeing points span: a logo or a caption spans little of both
-    support = max(_hull_area(src[mask] / sq) / (qw * qh), _hull_area(dst[mask] / sr) / (rw * rh))
+    support = max(hull_area(src[mask] / sq) / (qw * qh), hull_area(dst[mask] / sr) / (rw * rh))
     verified = shared > 0 and _passes(thresholds, model, **stats)
     refusal = None
     if verified and support < thresholds.min_support:
@@ -390,7 +391,7 @@ def _describe(query, reference, model, fit, src, dst, scales, mirrored, threshol
         coverage=shared / float(rw * rh),
         model=model,
         transform=tuple(float(v) for v in matrix.ravel()),
-        query_inside=min(1.0, shared / max(1e-9, _polygon_area(frame))),
+        query_inside=min(1.0, shared / max(1e-9, polygon_area(frame))),
         support=support,
         refusal=refusal,
         **stats,
@@ -419,29 +420,6 @@ def _passes(
     )
 
 
-def _shared_area(frame: np.ndarray, width: int, height: int) -> float:
-    """Area of the query's mapped frame (a convex quadrilateral) inside the reference."""
-    import cv2
-
-    rect = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float32)
-    area, _ = cv2.intersectConvexConvex(_ccw(frame), rect)
-    return max(0.0, float(area))
-
-
-def _polygon_area(points: np.ndarray) -> float:
-    """Area of a simple polygon given by its vertices in order (shoelace formula)."""
-    x, y = points[:, 0], points[:, 1]
-    return abs(float(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y))) / 2
-
-
-def _hull_area(points: np.ndarray) -> float:
-    import cv2
-
-    if len(points) < 3:
-        return 0.0
-    return float(cv2.contourArea(cv2.convexHull(points.astype(np.float32))))
-
-
 def _second_motion(src: np.ndarray, dst: np.ndarray, error: np.ndarray, tolerance: float) -> int:
     """Inliers of the best similarity among the matches the main transform leaves
     unexplained (error above twice the tolerance): a second, independent motion."""
@@ -450,10 +428,3 @@ def _second_motion(src: np.ndarray, dst: np.ndarray, error: np.ndarray, toleranc
         return 0
     fit = _fit_transform("similarity", src[rest], dst[rest], tolerance)
     return 0 if fit is None else int(fit[1].sum())
-
-
-def _ccw(points: np.ndarray) -> np.ndarray:
-    """Polygon as float32 in the orientation cv2.intersectConvexConvex expects."""
-    pts = points.astype(np.float32)
-    area2 = float(np.sum(pts[:, 0] * np.roll(pts[:, 1], -1) - np.roll(pts[:, 0], -1) * pts[:, 1]))
-    return pts if area2 >= 0 else pts[::-1].copy()
