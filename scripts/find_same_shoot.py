@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from provenance.evaluation.queries import Row, read_rows
+
 SIDE = 250  # LFW's size; other sizes are resized to it
 
 
@@ -40,20 +42,19 @@ def ring_histogram(path: Path) -> np.ndarray:
     return histogram / max(histogram.sum(), 1.0)
 
 
-def rank(bench: Path) -> list[tuple[float, dict, str]]:
+def rank(bench: Path) -> list[tuple[float, Row, str]]:
     """(intersection, negative row, reference path) for every negative/reference pair of one subject, best first."""
-    with open(bench / "refs.csv", newline="", encoding="utf-8") as handle:
-        by_subject: dict[str, list[str]] = {}
-        for row in csv.DictReader(handle):
-            if row.get("subject"):
-                by_subject.setdefault(row["subject"], []).append(row["path"])
-    with open(bench / "negatives.csv", newline="", encoding="utf-8") as handle:
-        negatives = [row for row in csv.DictReader(handle) if row["kind"] == "same_subject_other_photo"]
+    by_subject: dict[str, list[Row]] = {}
+    for row in read_rows(bench / "refs.csv"):
+        if row.subject:
+            by_subject.setdefault(row.subject, []).append(row)
+    negatives = [row for row in read_rows(bench / "negatives.csv", ("path", "kind"))
+                 if row.kind == "same_subject_other_photo"]
     pairs = []
     for row in negatives:
-        own = ring_histogram(bench / row["path"])
-        for ref in by_subject.get(row["subject"], []):
-            pairs.append((float(np.minimum(own, ring_histogram(bench / ref)).sum()), row, ref))
+        own = ring_histogram(row.file)
+        for ref in by_subject.get(row.subject or "", []):
+            pairs.append((float(np.minimum(own, ring_histogram(ref.file)).sum()), row, ref.path))
     return sorted(pairs, key=lambda pair: -pair[0])
 
 
@@ -63,7 +64,7 @@ def contact_sheet(bench: Path, pairs: list, out: Path, side: int = 120) -> None:
     sheet = Image.new("RGB", (4 * (2 * side + 10), rows * (side + 5)), "white")
     for number, (_, row, ref) in enumerate(pairs):
         x, y = (number % 4) * (2 * side + 10), (number // 4) * (side + 5)
-        sheet.paste(Image.open(bench / row["path"]).convert("RGB").resize((side, side)), (x, y))
+        sheet.paste(Image.open(row.file).convert("RGB").resize((side, side)), (x, y))
         sheet.paste(Image.open(bench / ref).convert("RGB").resize((side, side)), (x + side, y))
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out)
@@ -79,7 +80,7 @@ def main() -> None:
     writer = csv.writer(sys.stdout)
     writer.writerow(["path", "kind", "subject", "ref", "ring_histogram_intersection"])
     for score, row, ref in pairs:
-        writer.writerow([row["path"], "same_shoot", row["subject"], ref, f"{score:.3f}"])
+        writer.writerow([row.path, "same_shoot", row.subject, ref, f"{score:.3f}"])
     if args.sheet:
         contact_sheet(args.bench, pairs, args.sheet)
 

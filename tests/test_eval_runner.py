@@ -219,7 +219,7 @@ def test_partial_copies_scored_apart_and_hard_negatives_relabelled(bench, tmp_pa
     (tmp_path / "hard.csv").write_text("path,kind\nnegatives/n1.jpg,shared_backdrop\n")
     config = EvalConfig(refs=bench / "refs.csv", negatives=bench / "negatives.csv", out_dir=tmp_path / "out",
                         families=["grayscale"], per_family=2, baselines=(), partial_copies=tmp_path / "partials.csv",
-                        hard_negatives=tmp_path / "hard.csv")
+                        hard_negatives=(tmp_path / "hard.csv",))
     files = {f"refs/r{i}.jpg": bench / f"refs/r{i}.jpg" for i in range(8)}
     summary = run_evaluation(config, engine=TinyEngine(files))
     engine = summary.systems["engine"]
@@ -233,7 +233,7 @@ def test_partial_copies_scored_apart_and_hard_negatives_relabelled(bench, tmp_pa
     lines = [json.loads(line) for line in (tmp_path / "out" / "queries.jsonl").read_text().splitlines()]
     assert sum(1 for line in lines if line.get("partial")) == 2
     bad = EvalConfig(refs=bench / "refs.csv", negatives=bench / "negatives.csv", out_dir=tmp_path / "bad",
-                     families=["grayscale"], per_family=1, baselines=(), hard_negatives=tmp_path / "partials.csv")
+                     families=["grayscale"], per_family=1, baselines=(), hard_negatives=(tmp_path / "partials.csv",))
     with pytest.raises(Exception, match="kind"):
         run_evaluation(bad, engine=TinyEngine(files))
 

@@ -13,6 +13,8 @@ from typing import Any, Callable, Optional, Sequence
 from PIL import Image
 
 from ..errors import BadInputError
+from ..report.evidence import explain
+from ..results import Match
 from ..search.batch import query_stream
 from . import metrics as M
 from .baselines import HashBaseline, make_baseline
@@ -42,7 +44,7 @@ class EvalConfig:
     out_dir: Path
     negatives: Path | None = None
     partial_copies: Path | None = None
-    hard_negatives: Path | Sequence[Path] = ()
+    hard_negatives: Sequence[Path] = ()
     seed: int = 0
     families: Sequence[str] | None = None
     per_family: int = DEFAULT_PER_FAMILY
@@ -90,7 +92,7 @@ def run_evaluation(config: EvalConfig, progress: Progress = None, *, engine: Any
     report = progress or (lambda stage, done, total: None)
     refs = read_rows(config.refs)
     negatives = read_rows(config.negatives, ("path", "kind")) if config.negatives else []
-    for hard in [config.hard_negatives] if isinstance(config.hard_negatives, (str, Path)) else config.hard_negatives:
+    for hard in config.hard_negatives:
         negatives = relabel(negatives, read_rows(hard, ("path", "kind")))
     partials = read_partial_copies(config.partial_copies) if config.partial_copies else []
     families = resolve_families(config.families)
@@ -206,9 +208,6 @@ def _query_one(engine, image: Image.Image, top_k: int):
 
 
 def _engine_answer(result) -> dict:
-    from ..report.evidence import explain
-    from ..results import Match
-
     # the evidence page's sentence for the best match: why a false copy is a copy (inliers or
     # PDQ), why a shared logo is not (compact support)
     best = getattr(result, "best", None)

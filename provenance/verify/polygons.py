@@ -16,9 +16,14 @@ def shared_area(frame: np.ndarray, width: int, height: int) -> float:
 
 
 def polygon_area(points: np.ndarray) -> float:
-    """Area of a simple polygon given by its vertices in order (shoelace formula)."""
+    """Area of a simple polygon given by its vertices in order."""
+    return abs(_signed_area(points))
+
+
+def _signed_area(points: np.ndarray) -> float:
+    """The shoelace formula: positive for one orientation of the vertices, negative for the other."""
     x, y = points[:, 0], points[:, 1]
-    return abs(float(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y))) / 2
+    return float(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y)) / 2
 
 
 def hull_area(points: np.ndarray) -> float:
@@ -33,5 +38,4 @@ def hull_area(points: np.ndarray) -> float:
 def _ccw(points: np.ndarray) -> np.ndarray:
     """Polygon as float32 in the orientation cv2.intersectConvexConvex expects."""
     pts = points.astype(np.float32)
-    area2 = float(np.sum(pts[:, 0] * np.roll(pts[:, 1], -1) - np.roll(pts[:, 0], -1) * pts[:, 1]))
-    return pts if area2 >= 0 else pts[::-1].copy()
+    return pts if _signed_area(pts) >= 0 else pts[::-1].copy()
