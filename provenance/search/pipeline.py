@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..blas import single_threaded_blas
 from ..errors import BadInputError, ImageLoadError
 from ..imageio import ImageSource, describe_source, load_image
 from ..imagelimits import DEFAULT_LIMITS, ImageLimits
@@ -118,7 +119,8 @@ def run_queries(store, embedder, sources: Sequence[CandidateSource], images: Seq
             features.prefetch([0], pool)
         return _Query(describe_source(image), decoded, features, [])
 
-    with ThreadPoolExecutor(JUDGE_THREADS) as pool:
+    # the products inside are small and the pool already fills the cores: BLAS threads would spin beside it
+    with single_threaded_blas(), ThreadPoolExecutor(JUDGE_THREADS) as pool:
         # decoding, view crops and resizing release the GIL too: a batch prepares images side by side
         outcomes: list = list((pool.map if len(images) > 1 else map)(prepare, images))
         queries = [outcome for outcome in outcomes if isinstance(outcome, _Query)]
