@@ -5,6 +5,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from provenance.errors import CorruptIndexError, IncompatibleIndexError, IndexExistsError, IndexNotFoundError
 from provenance.features import KEYPOINTS_BLOB, PDQ_BLOB, THUMB_BLOB
@@ -257,3 +259,15 @@ def test_large_segments_are_searched_through_their_ivf_companions(tmp_path, smal
     assert merged.approximate and len(merged) == 450
     companions = list((tmp_path / "idx" / "segments").glob("*.ivf"))
     assert [path.name.split(".")[0] for path in companions] == [merged.name]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.0, 3.25]) | st.floats(0, 10, width=32), max_size=60),
+       st.integers(0, 70))
+def test_best_vote_rows_are_a_stable_sort_of_the_positive_scores(values, count):
+    """The votes' top rows equal the brute-force answer: a stable sort of every row, zeros dropped (ties abound)."""
+    from provenance.index.snapshot import _best_rows
+
+    scores = np.array(values, dtype=np.float64)
+    expected = [row for row in np.argsort(-scores, kind="stable")[:count] if scores[row] > 0]
+    assert _best_rows(scores, count).tolist() == expected
