@@ -161,3 +161,29 @@ def test_flat_references_leave_the_codecs_untrained_and_reindex_goes_on(tmp_path
         assert summary.added == 3 and summary.failed == 0
         assert engine._store.snapshot.codecs is None
         assert engine.query(folder / "flat_1.png").best is not None
+
+
+def test_votes_equal_a_brute_force_count_of_shared_words(engine):
+    """Snapshot.vote against the definition: per reference, the best word set's idf-weighted
+    overlap over the reference's norm; best first, ties by id, the earlier set on a tie."""
+    snapshot = engine._store.snapshot
+    weights = snapshot.word_weights
+    postings: dict[int, tuple[set, float]] = {}
+    for segment in snapshot.segments:
+        words, rows = segment.word_pairs()
+        for row, ref_id in enumerate(segment.refs.tolist()):
+            postings[ref_id] = (set(words[rows == row].tolist()), float(segment.norms()[row]))
+    held = sorted({word for words, _ in postings.values() for word in words})
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        sets = [np.unique(rng.choice(held, size=rng.integers(1, len(held)), replace=True)).astype(np.int32)
+                for _ in range(rng.integers(1, 4))]
+        expected = []
+        for ref_id, (words, norm) in postings.items():
+            scores = [sum(float(weights[word]) for word in set(query.tolist()) & words) / norm for query in sets]
+            if max(scores) > 0:
+                expected.append((ref_id, max(scores), int(np.argmax(scores))))
+        expected.sort(key=lambda item: (-item[1], item[0]))
+        got = snapshot.vote(sets, candidates=4)
+        assert [(ref_id, which) for ref_id, _, which in got] == [(ref_id, which) for ref_id, _, which in expected[:4]], trial
+        assert np.allclose([score for _, score, _ in got], [score for _, score, _ in expected[:4]], rtol=1e-9)

@@ -138,15 +138,15 @@ class Snapshot:
         query_words = [self.informative(words) for words in query_words]
         found: list[tuple[float, int, int]] = []
         for segment in self.segments:
-            best = np.zeros(len(segment))
-            best_set = np.zeros(len(segment), np.int64)
-            for number, words in enumerate(query_words):
-                scores = segment.word_scores(words, weights)
-                better = scores > best
-                best[better], best_set[better] = scores[better], number
+            if not query_words or not len(segment):
+                continue
+            scores = np.stack([segment.word_scores(words, weights) for words in query_words])
+            best = scores.max(axis=0)
             if len(self.removed):
                 best[np.isin(segment.refs, self.removed)] = 0.0
-            found += [(float(best[row]), int(segment.refs[row]), int(best_set[row])) for row in _best_rows(best, candidates)]
+            rows = _best_rows(best, candidates)
+            which = scores[:, rows].argmax(axis=0)  # the first set with the highest score: ties go to the earlier set
+            found += [(float(best[row]), int(segment.refs[row]), int(number)) for row, number in zip(rows, which)]
         found.sort(key=lambda item: (-item[0], item[1]))
         return [(ref_id, score, which) for score, ref_id, which in found[:candidates]]
 
