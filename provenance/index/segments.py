@@ -103,7 +103,9 @@ class Segment:
             raise CorruptIndexError(f"segment file {path} cannot be read ({' '.join(str(exc).split())[:160]})") from None
         if index.ntotal != len(self.vector_ids):
             raise CorruptIndexError(f"segment {self.name}: its IVF index does not hold its {len(self.vector_ids)} vectors")
-        return index, ivf.describe()["nprobe"]
+        nprobe = ivf.describe()["nprobe"]
+        index.nprobe = nprobe  # set once here, never per search: the index is shared by every thread
+        return index, nprobe
 
     @property
     def approximate(self) -> bool:
@@ -139,14 +141,21 @@ class Segment:
             ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
         return scores, ids
 
-    def ivf_candidates(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
-        """(approximate inner products, rows) of the ``depth`` best candidates per query from the
-        IVF companion: comparable across segments, which share the codec."""
-        import faiss
-
+    def coarse_lists(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(centroid scores, list numbers) of the lists each query probes: the same for every
+        segment of one IVF codec, so a snapshot assigns its queries once."""
         index, nprobe = self._ivf
-        scores, rows = index.search(np.ascontiguousarray(queries, dtype=np.float32), min(depth, index.ntotal),
-                                    params=faiss.SearchParametersIVF(nprobe=nprobe))
+        return index.quantizer.search(np.ascontiguousarray(queries, dtype=np.float32), nprobe)
+
+    def ivf_candidates(self, queries: np.ndarray, depth: int,
+                       lists: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(approximate inner products, rows) of the ``depth`` best candidates per query from the
+        IVF companion: comparable across segments, which share the codec. ``lists``: the
+        queries' :meth:`coarse_lists`, when a caller has them already."""
+        index, _ = self._ivf
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        distances, assigned = lists if lists is not None else self.coarse_lists(queries)
+        scores, rows = index.search_preassigned(queries, min(depth, index.ntotal), assigned, distances)
         scores[rows < 0] = -np.inf
         return scores, rows
 

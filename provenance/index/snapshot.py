@@ -69,7 +69,8 @@ class Snapshot:
         approximate scores over all those segments (one codec: the scores compare), then
         re-scored from the segments' codes. The same depth as one index of the collection
         would use, however many segments hold it."""
-        found = [segment.ivf_candidates(queries, depth) for segment in segments]
+        lists = segments[0].coarse_lists(queries)  # one codec, one coarse quantiser: assigned once
+        found = [segment.ivf_candidates(queries, depth, lists) for segment in segments]
         approximate = np.concatenate([scores for scores, _ in found], axis=1)
         rows = np.concatenate([candidates for _, candidates in found], axis=1)
         owner = np.concatenate([np.full(candidates.shape, number) for number, (_, candidates) in enumerate(found)], axis=1)
