@@ -52,7 +52,7 @@ def single_threaded_blas() -> Iterator[None]:
         with _lock:
             _inside -= 1
             if _inside == 0 and _restore is not None:
-                _changer.submit(_restore.restore_original_limits).result()
+                _changer.submit(_restore_limits, _restore).result()
                 _restore = None
 
 
@@ -60,8 +60,16 @@ def _limit() -> Any:
     global _controller
     try:
         from threadpoolctl import ThreadpoolController
-    except ImportError:  # a dependency of provenance; without it products keep BLAS's own threads
+
+        if _controller is None:  # finding the loaded libraries takes a millisecond: once per process
+            _controller = ThreadpoolController()
+        return _controller.limit(limits=1, user_api="blas")
+    except Exception:  # noqa: BLE001  (no threadpoolctl, or a library it cannot drive: a cost, never a failed query)
         return None
-    if _controller is None:  # finding the loaded libraries takes a millisecond: once per process
-        _controller = ThreadpoolController()
-    return _controller.limit(limits=1, user_api="blas")
+
+
+def _restore_limits(limiter: Any) -> None:
+    try:
+        limiter.restore_original_limits()
+    except Exception:  # noqa: BLE001  (as in _limit)
+        pass
