@@ -161,7 +161,7 @@ def query_views(image: Image.Image, mirror: bool = True, strip: bool = True, pho
     def cut(name: str, box: tuple[int, int, int, int], evidence: bool = True) -> QueryView:
         return QueryView(name, image.crop(box), False, evidence, box)
 
-    views = [QueryView("full", image, False, True, (0, 0, image.size[0], image.size[1]))]
+    views = [whole_view(image)]
     if strip:
         box = content_box(image)
         if box is not None:
@@ -183,6 +183,11 @@ def query_views(image: Image.Image, mirror: bool = True, strip: bool = True, pho
                 # a round avatar hides the square's corners: its inscribed square is pure photo
                 views.append(cut(f"photo{number}-inner", _inscribed_square(box)))
     return views + mirrored
+
+
+def whole_view(image: Image.Image) -> QueryView:
+    """The query as given: always the first of its views."""
+    return QueryView("full", image, False, True, (0, 0, image.size[0], image.size[1]))
 
 
 def face_views(image: Image.Image, face_scales: Sequence[float], side: int = QUERY_DETECT_SIDE) -> list[QueryView]:

@@ -28,7 +28,7 @@ from ..errors import BadInputError, ImageLoadError
 from ..imageio import ImageSource, describe_source, load_image
 from ..imagelimits import DEFAULT_LIMITS, ImageLimits
 from ..matching import Candidate, QueryFeatures, match_from, verify_candidates
-from ..regions import face_views, mirror_views, query_views
+from ..regions import face_views, mirror_views, query_views, whole_view
 from ..results import VERDICT_NO_MATCH, QueryResult
 from . import fusion
 from .sources import CandidateSource, Hit, QueryBatch
@@ -112,11 +112,12 @@ def run_queries(store, embedder, sources: Sequence[CandidateSource], images: Seq
             if errors == "raise":
                 raise
             return exc
+        features = QueryFeatures([whole_view(decoded)])
+        if options.verify:  # every verification needs the whole query's keypoints: extracted beside the views and the model
+            features.prefetch([0], pool)
         views = query_views(decoded, mirror=options.mirror, strip=options.strip_borders, photos=options.photo_regions,
                             disc=options.discs, circles=options.circles)
-        features = QueryFeatures(views)
-        if options.verify:  # every verification needs the whole query's keypoints: extract them beside the model
-            features.prefetch([0], pool)
+        features.views.extend(views[1:])  # the first is the whole query again
         return _Query(describe_source(image), decoded, features, [])
 
     # the products inside are small and the pool already fills the cores: BLAS threads would spin beside it
