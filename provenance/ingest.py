@@ -24,7 +24,7 @@ from .imageio import ImageSource, load_image, read_source_bytes
 from .imagelimits import DEFAULT_LIMITS, ImageLimits
 from .faces import Face
 from .features import FOCUS_SCALE, reference_blobs
-from .regions import DEFAULT_REGIONS, RegionSpec, reference_face, region_images, smallest_fraction, subject_box
+from .regions import DEFAULT_REGIONS, RegionSpec, indexed_region_images, reference_face, smallest_fraction, subject_box
 from .sources import SourceRecord
 
 #: Below this many references a worker pool costs more to start than it saves.
@@ -36,6 +36,8 @@ DEFAULT_FILE_TIMEOUT = 60.0
 #: only if the queue holds more than a batch (with 4, a full reindex ran at 7.8 img/s,
 #: with 64 at 13.1); the bound keeps memory flat when the model is the slower side.
 IN_FLIGHT_PER_WORKER = 64
+#: ``Preparer.region_arrays`` detects the face itself unless told which it is (None: none).
+_DETECT = object()
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,12 +74,13 @@ class Preparer:
         """Short side decoded at least: regions are upsampled crops, so enough for the smallest."""
         return int(self.preprocessing.size / smallest_fraction(self.regions))
 
-    def region_arrays(self, image, face: Face | None = None) -> dict[int, np.ndarray]:
-        """Model input for every indexed region of ``image`` (region 0: the whole image); ``face``:
-        the subject's face when already detected (:func:`~provenance.regions.reference_face`)."""
-        face = face if face is not None else reference_face(image, self.regions)
-        crops = region_images(image, self.regions, face)
-        return {number: self.preprocessing.to_array(crop) for number, crop in enumerate(crops)}
+    def region_arrays(self, image, face: "Face | None | object" = _DETECT) -> dict[int, np.ndarray]:
+        """Model input for every indexed region of ``image`` (region 0: the whole image; a centred
+        crop that a face square covers is left out, :func:`~provenance.regions.covered_regions`);
+        ``face``: the subject's face (None: none) when already detected (:func:`~provenance.regions.reference_face`)."""
+        face = reference_face(image, self.regions) if face is _DETECT else face
+        crops = indexed_region_images(image, self.regions, face)
+        return {number: self.preprocessing.to_array(crop) for number, crop in crops.items()}
 
     def prepare(self, record: SourceRecord, source: ImageSource, digest: str | None = None) -> "PreparedReference":
         """Decode ``source`` and compute everything indexed for it; raises ImageLoadError.

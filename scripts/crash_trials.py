@@ -166,6 +166,7 @@ class Checker:
 
     def check(self, index: Path, allowed_states: list[set[str]], rng: random.Random, prefix_of: list[str] | None) -> dict:
         from provenance import Engine
+        from provenance.index.vectors import reference_ids, region_numbers
 
         with Engine.open(index, self.embedder, read_only=True) as engine:
             store = engine._store
@@ -183,11 +184,13 @@ class Checker:
             elif held not in allowed_states:
                 problems.append(f"holds {len(held)} references, no committed state")
             snapshot = store.snapshot
-            if snapshot.vector_count != len(held) * len(engine.regions):
-                problems.append(f"{snapshot.vector_count} vectors for {len(held)} references")
             ids, _ = snapshot.vectors()
             if len(ids) != snapshot.vector_count:
                 problems.append(f"the segments hold {len(ids)} live vectors, the commit says {snapshot.vector_count}")
+            # every reference has its whole-image vector and at most one per region (a covered crop has none)
+            owners, regions = reference_ids(ids), region_numbers(ids)
+            if set(owners[regions == 0].tolist()) != set(references) or len(ids) > len(held) * len(engine.regions):
+                problems.append(f"{snapshot.vector_count} vectors for {len(held)} references")
             for ref_id in references:
                 data = snapshot.reference_data(ref_id)
                 if data is None or not data["features"] or not data["thumb"]:

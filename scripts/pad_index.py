@@ -4,7 +4,8 @@ Usage: python scripts/pad_index.py --index DEV_INDEX --out DIR --refs 1000000 [-
 
 Distractors cost what real references cost on every path a query takes:
 
-* **vectors**, one per indexed region: each a Dirichlet mix of three real vectors of the same
+* **vectors**, one per indexed region (a region real references lack, such as a centred crop a
+  face square covers, is left out of as many distractors in proportion): each a Dirichlet mix of three real vectors of the same
   region with multiplicative log-normal noise (GeM features are non-negative),
   re-normalised. The script prints how close distractors come to their nearest real vector
   next to how close real vectors come to each other, so the resemblance can be checked;
@@ -100,12 +101,14 @@ def main() -> None:
           f"{np.percentile(nearest_real(probe, whole, False), 95):.3f}; real vs other real "
           f"{np.median(nearest_real(whole, whole, True)):.3f} / {np.percentile(nearest_real(whole, whole, True), 95):.3f}")
     by_region = {region: vectors[regions == region] for region in region_numbers}
+    with_region0 = max(1, len(by_region.get(0, ())))
+    presence = {region: min(1.0, len(rows) / with_region0) for region, rows in by_region.items()}
     pool = donors(store)
     started = time.perf_counter()
     first_id = store.metadata.next_id()
     for start in range(0, pad, SEGMENT_REFERENCES):
         refs = np.arange(first_id + start, first_id + min(pad, start + SEGMENT_REFERENCES), dtype=np.int64)
-        _write_distractors(store, refs, by_region, pool, rng)
+        _write_distractors(store, refs, by_region, presence, pool, rng)
         print(f"  {start + len(refs)}/{pad} distractors ({time.perf_counter() - started:.0f} s)", flush=True)
     trained = time.perf_counter()
     writing.maintain_ivf(store)
@@ -116,13 +119,15 @@ def main() -> None:
     store.close()
 
 
-def _write_distractors(store, refs: np.ndarray, by_region: dict, pool: list[dict], rng) -> None:
+def _write_distractors(store, refs: np.ndarray, by_region: dict, presence: dict, pool: list[dict], rng) -> None:
     from provenance.index.metadata import Reference
     from provenance.index.segment_writer import SegmentInput
     from provenance.index.vectors import vector_ids
 
     regions = sorted(by_region)
     block = np.stack([synthetic_vectors(by_region[region], len(refs), rng) for region in regions], axis=1)
+    kept = rng.random((len(refs), len(regions))) < np.array([presence[region] for region in regions])
+    kept[:, 0] = True  # every reference has its first region (the whole image)
     picks = rng.integers(0, len(pool), len(refs))
     flips = np.packbits(rng.random((len(refs), 256)) < 1 / 3, axis=1)
     now = time.time()
@@ -130,7 +135,8 @@ def _write_distractors(store, refs: np.ndarray, by_region: dict, pool: list[dict
     for offset, (ref_id, donor) in enumerate(zip(refs.tolist(), picks.tolist())):
         source = pool[donor]
         pdq = (np.frombuffer(source["pdq"][:32], np.uint8) ^ flips[offset]).tobytes() + source["pdq"][32:]
-        items.append(SegmentInput(ref_id, vector_ids(np.full(len(regions), ref_id), np.array(regions)), block[offset],
+        own = np.array(regions)[kept[offset]]
+        items.append(SegmentInput(ref_id, vector_ids(np.full(len(own), ref_id), own), block[offset][kept[offset]],
                                   pdq, source["features"], source["words"], source["thumb"]))
         digest = hashlib.sha256(f"synthetic-{ref_id}".encode()).hexdigest()  # a digest no real file has
         rows.append(Reference(ref_id, digest, f"synthetic/{ref_id}", None, None, "synthetic-distractor", 250, 250, now, {}))
@@ -141,7 +147,7 @@ def _write_distractors(store, refs: np.ndarray, by_region: dict, pool: list[dict
         frequency[item.words.astype(np.int64)] += 1
     name = f"seg-{store.generation() + 1:08d}"
     info = store.segment_writer(name, snapshot.codecs).write(items, None, frequency, store.metadata.count())
-    store.commit([info], [], set(), [], snapshot.codecs, len(refs) * len(regions))
+    store.commit([info], [], set(), [], snapshot.codecs, int(kept.sum()))
 
 
 if __name__ == "__main__":

@@ -142,3 +142,27 @@ def test_round_avatars_find_the_avatar_of_a_profile_page_over_its_banner():
     names = [view.name for view in query_views(page)]
     assert "circle0" in names and "circle0+mirror" in names
     assert "circle0" not in [view.name for view in query_views(page, circles=False)]
+
+
+def test_a_centred_crop_that_a_face_square_covers_is_not_indexed():
+    from provenance.embedders.base import Preprocessing
+    from provenance.faces import Face
+    from provenance.ingest import Preparer
+    from provenance.regions import COVERED_IOU, box_iou, covered_regions, region_box
+
+    size = (250, 250)
+    # a portrait's face, 1.2 face sizes = the 55 % centred crop (region 2), nearly the same pixels
+    face = Face(68, 68, 182, 182)
+    assert box_iou(region_box(size, DEFAULT_REGIONS[2], face), region_box(size, DEFAULT_REGIONS[4], face)) >= COVERED_IOU
+    assert covered_regions(size, DEFAULT_REGIONS, face) == {2}
+    # a face off-centre or small covers no centred crop; nor does the prior on a square picture
+    assert covered_regions(size, DEFAULT_REGIONS, Face(10, 10, 60, 60)) == frozenset()
+    assert covered_regions(size, DEFAULT_REGIONS, None) == frozenset()
+    # the whole image is never left out, even where a face square is the whole picture
+    assert 0 not in covered_regions(size, DEFAULT_REGIONS, Face(0, 0, 250, 250))
+    assert box_iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0.0 and box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+
+    preparer = Preparer(Preprocessing(size=32), regions=DEFAULT_REGIONS)
+    image = _textured(10, size)
+    assert sorted(preparer.region_arrays(image, face)) == [0, 1, 3, 4]
+    assert sorted(preparer.region_arrays(image, None)) == [0, 1, 2, 3, 4]
