@@ -271,3 +271,33 @@ def test_best_vote_rows_are_a_stable_sort_of_the_positive_scores(values, count):
     scores = np.array(values, dtype=np.float64)
     expected = [row for row in np.argsort(-scores, kind="stable")[:count] if scores[row] > 0]
     assert _best_rows(scores, count).tolist() == expected
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 40), st.sampled_from([1, 2, 3, 16]))
+def test_postings_keep_every_word_of_every_row_whatever_the_row_blocks(tmp_path_factory, seed, count, row_bits):
+    """Postings store a row's low bits and its block in the key: a segment with small blocks
+    (many per segment) must give back each reference's words and the scores of a brute-force count."""
+    from provenance.index.segment_writer import SegmentInput, SegmentWriter
+    from provenance.index.segments import Segment
+
+    rng = np.random.default_rng(seed)
+    directory = tmp_path_factory.mktemp("seg")
+    words = [np.unique(rng.choice([3, 70, 700, 65_535, *rng.integers(0, 65_536, 5)], size=int(rng.integers(0, 8))))
+             .astype(np.uint16) for _ in range(count)]
+    items = [SegmentInput(ref_id, vector_ids(np.array([ref_id]), np.array([0])), _unit(rng, 1), b"\0" * 33,
+                          b"features", words[ref_id], b"thumb") for ref_id in range(count)]
+    writer = SegmentWriter(directory, "seg-1", DIM, None)
+    writer.row_bits = row_bits
+    info = writer.write(items, None, np.ones(65_536, np.int64), count, norms=np.ones(count, np.float32))
+    segment = Segment(directory, info, None)
+    pair_words, pair_rows = segment.word_pairs()
+    got = sorted(zip(pair_rows.tolist(), pair_words.tolist()))
+    assert got == sorted((row, int(word)) for row, held in enumerate(words) for word in held.tolist())
+    weights = rng.random(65_536)
+    query = np.unique(rng.choice([3, 70, 700, 65_535, *rng.integers(0, 65_536, 3)], size=5)).astype(np.uint16)
+    expected = [sum(weights[word] for word in set(query.tolist()) & set(held.tolist())) for held in words]
+    assert np.allclose(segment.word_scores(query, weights), expected, rtol=1e-12)
+    frequency = np.bincount(np.concatenate(words).astype(np.int64), minlength=65_536) if count else 0
+    assert np.array_equal(segment.document_frequency, frequency)
+    segment.close()

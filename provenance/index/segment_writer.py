@@ -16,6 +16,10 @@ from .codecs import RAW, Codecs
 _MAGIC = b"PVSEG\x00\x02\x00"
 _ALIGN = 64
 FORMAT = 2
+#: A posting stores the low ROW_BITS of its local row; the rest is in its key, above the
+#: WORD_BITS of its visual word.
+ROW_BITS = 16
+WORD_BITS = 16
 
 
 def idf_squared(document_frequency: np.ndarray, references: int) -> np.ndarray:
@@ -40,12 +44,17 @@ class SegmentWriter:
     """Writes one segment from references sorted by id (see the module docstring).
 
     ``.dat`` arrays: ``refs`` (int64), ``pdq`` (n x 33), ``vector_ids`` (int64, ascending),
-    ``words`` (uint16 distinct words), ``word_starts`` (uint32) and ``word_rows`` (local
-    rows: the postings; uint16 in a segment of at most 65,536 references, else uint32), ``norms`` (float32: each reference's word weight under the
+    ``words`` (the posting keys: ``block << 16 | word`` for every visual word a block of
+    65,536 local rows holds; uint16 in a segment of at most 65,536 references, else uint32),
+    ``word_starts`` (uint32) and ``word_rows`` (the postings: uint16, a local row's low 16 bits;
+    older segments keep whole uint32 rows under uint16 keys, read alike), ``norms`` (float32: each reference's word weight under the
     idf of the collection when it was written), ``feature_offsets``/``feature_bytes``,
     ``thumb_offsets``/``thumb_bytes``, ``pdq_rows`` (uint32: the local row of each hash
     in ``.pdq``).
     """
+
+    #: low bits of a local row stored in a posting (at most 16: postings are two bytes)
+    row_bits = ROW_BITS
 
     def __init__(self, directory: Path, name: str, dim: int, codecs: Codecs | None, index_id: str = ""):
         self.directory, self.name, self.dim, self.codecs, self.index_id = directory, name, dim, codecs, index_id
@@ -68,7 +77,7 @@ class SegmentWriter:
         vector_ids = np.concatenate([item.vector_ids for item in items]) if items else np.zeros(0, np.int64)
         pdq = np.frombuffer(b"".join(item.pdq for item in items), np.uint8).reshape(len(items), 33)
         searchable = np.flatnonzero(pdq[:, 32] >= MIN_QUALITY).astype(np.uint32) if len(items) else np.zeros(0, np.uint32)
-        words, starts, rows = _postings([item.words for item in items])
+        words, starts, rows = _postings([item.words for item in items], self.row_bits)
         if norms is None:
             weights = idf_squared(document_frequency, references)
             norms = np.array([np.sqrt(weights[item.words.astype(np.int64)].sum()) + 1e-9 for item in items], np.float32)
@@ -82,7 +91,8 @@ class SegmentWriter:
         self._write_vectors(vectors_file, items, codes)
         self._write_pdq(pdq_file, pdq[searchable, :32])
         _write_sections(data_file, sections, {"format": FORMAT, "codec": self.codecs.version if self.codecs else RAW,
-                                              "dim": self.dim, "index": self.index_id, "name": self.name})
+                                              "dim": self.dim, "index": self.index_id, "name": self.name,
+                                              "row_bits": self.row_bits})
         _fsync_directory(self.directory)
         return {"name": self.name, "references": int(len(refs)), "vectors": int(len(vector_ids)),
                 "codec": self.codecs.version if self.codecs else RAW,
@@ -116,19 +126,24 @@ class SegmentWriter:
         _write_faiss(path, lambda target: faiss.write_index_binary(index, target))
 
 
-def _postings(per_reference: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _postings(per_reference: list[np.ndarray], row_bits: int = ROW_BITS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Posting keys, their starts and the rows (see :class:`SegmentWriter`).
+
+    A posting stores the low ``row_bits`` of its local row in two bytes; the row's block goes
+    into the key (``block << 16 | word``), so a large segment's postings cost what a small one's do.
+    """
     counts = np.array([len(words) for words in per_reference], dtype=np.int64)
     if not counts.sum():
-        return np.zeros(0, np.uint16), np.zeros(1, np.uint32), np.zeros(0, np.uint32)
+        return np.zeros(0, np.uint16), np.zeros(1, np.uint32), np.zeros(0, np.uint16)
     flat = np.concatenate(per_reference).astype(np.int64)
-    owners = np.repeat(np.arange(len(per_reference), dtype=np.uint32), counts)
-    order = np.lexsort((owners, flat))
-    flat, owners = flat[order], owners[order]
-    words, first = np.unique(flat, return_index=True)
-    starts = np.append(first, len(flat)).astype(np.uint32)
-    # a segment of at most 65,536 references numbers its rows in two bytes
-    rows = owners.astype(np.uint16) if len(per_reference) <= 1 << 16 else owners
-    return words.astype(np.uint16), starts, rows
+    owners = np.repeat(np.arange(len(per_reference), dtype=np.int64), counts)
+    keys = (owners >> row_bits) << WORD_BITS | flat
+    order = np.lexsort((owners, keys))
+    keys, owners = keys[order], owners[order]
+    unique_keys, first = np.unique(keys, return_index=True)
+    starts = np.append(first, len(keys)).astype(np.uint32)
+    key_type = np.uint16 if unique_keys[-1] < 1 << WORD_BITS else np.uint32
+    return unique_keys.astype(key_type), starts, (owners & ((1 << row_bits) - 1)).astype(np.uint16)
 
 
 def _blobs(kind: str, blobs: list[bytes]) -> dict[str, np.ndarray]:

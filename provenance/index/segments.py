@@ -30,10 +30,11 @@ import numpy as np
 from .. import visual_words as vw
 from ..errors import CorruptIndexError
 from .codecs import RAW, Codecs
-from .segment_writer import _ALIGN, _MAGIC, SegmentInput
+from .segment_writer import _ALIGN, _MAGIC, WORD_BITS, SegmentInput
 
 SEGMENT_SUFFIXES = (".dat", ".vec", ".pdq")
 _LENGTH = struct.Struct("<Q")
+_WORD_MASK = (1 << WORD_BITS) - 1
 
 
 class Segment:
@@ -72,9 +73,12 @@ class Segment:
         self._code_size = int(self._vectors.sa_code_size())
         self._code_offset = vector_file.stat().st_size - self._vectors.ntotal * self._code_size
         self._sq4 = _sq4_ranges(self._vectors)
-        words = self._sections["words"]
-        self._document_frequency = np.zeros(vw.WORDS, np.int64)
-        self._document_frequency[words.astype(np.int64)] = np.diff(self._sections["word_starts"].astype(np.int64))
+        keys = self._sections["words"].astype(np.int64)
+        counts = np.diff(self._sections["word_starts"].astype(np.int64))
+        self._document_frequency = np.bincount(keys & _WORD_MASK, weights=counts, minlength=vw.WORDS).astype(np.int64)
+        # the blocks of rows the posting keys carry (a segment written before them: one, rows whole)
+        self._blocks = int(keys[-1] >> WORD_BITS) + 1 if len(keys) else 1
+        self._row_bits = int(header.get("row_bits", 0))
 
     def _open_faiss(self, suffix: str, binary: bool):
         import faiss
@@ -238,27 +242,32 @@ class Segment:
     # -- words ---------------------------------------------------------------------------
     def word_scores(self, query_words: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """Per local row, the summed ``weights`` of the query's words it holds, over its norm."""
-        words, starts, postings = self._sections["words"], self._sections["word_starts"], self._sections["word_rows"]
+        keys, starts, postings = self._sections["words"], self._sections["word_starts"], self._sections["word_rows"]
         scores = np.zeros(len(self.refs))
-        if not len(words) or not len(query_words):
+        if not len(keys) or not len(query_words):
             return scores
-        positions = np.searchsorted(words, query_words)
-        positions = np.minimum(positions, len(words) - 1)
-        found = words[positions] == query_words
-        positions, matched = positions[found], query_words[found]
+        wanted = ((np.arange(self._blocks, dtype=np.int64)[:, None] << WORD_BITS)
+                  | np.asarray(query_words, dtype=np.int64)[None, :]).ravel()
+        positions = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+        found = keys[positions] == wanted
+        positions, matched = positions[found], wanted[found]
         first, last = starts[positions].astype(np.int64), starts[positions + 1].astype(np.int64)
         lengths = last - first
         if not lengths.sum():
             return scores
         offsets = np.repeat(first - np.cumsum(np.concatenate([[0], lengths[:-1]])), lengths)
-        owners = postings[np.arange(lengths.sum()) + offsets]
-        scores = np.bincount(owners, weights=np.repeat(weights[matched.astype(np.int64)], lengths), minlength=len(self.refs))
+        owners = postings[np.arange(lengths.sum()) + offsets].astype(np.int64)
+        if self._blocks > 1:
+            owners += np.repeat((matched >> WORD_BITS) << self._row_bits, lengths)
+        scores = np.bincount(owners, weights=np.repeat(weights[matched & _WORD_MASK], lengths), minlength=len(self.refs))
         return scores / self._sections["norms"]
 
     def word_pairs(self) -> tuple[np.ndarray, np.ndarray]:
         """(word, local row) of every posting, for a merge."""
+        keys = self._sections["words"].astype(np.int64)
         counts = np.diff(self._sections["word_starts"].astype(np.int64))
-        return np.repeat(self._sections["words"], counts), self._sections["word_rows"]
+        rows = self._sections["word_rows"].astype(np.int64) + np.repeat((keys >> WORD_BITS) << self._row_bits, counts)
+        return np.repeat(keys & _WORD_MASK, counts).astype(np.uint16), rows
 
     # -- per reference -------------------------------------------------------------------
     def row_of(self, ref_id: int) -> int | None:
