@@ -16,10 +16,10 @@ from .codecs import RAW, Codecs
 _MAGIC = b"PVSEG\x00\x02\x00"
 _ALIGN = 64
 FORMAT = 2
-#: A posting stores the low ROW_BITS of its local row; the rest is in its key, above the
-#: WORD_BITS of its visual word.
+#: A posting stores the low ROW_BITS of its local row; in a larger segment the rest (the
+#: row's block) is in the posting's key, as its low BLOCK_BITS under the visual word.
 ROW_BITS = 16
-WORD_BITS = 16
+BLOCK_BITS = 16
 
 
 def idf_squared(document_frequency: np.ndarray, references: int) -> np.ndarray:
@@ -44,8 +44,8 @@ class SegmentWriter:
     """Writes one segment from references sorted by id (see the module docstring).
 
     ``.dat`` arrays: ``refs`` (int64), ``pdq`` (n x 33), ``vector_ids`` (int64, ascending),
-    ``words`` (the posting keys: ``block << 16 | word`` for every visual word a block of
-    65,536 local rows holds; uint16 in a segment of at most 65,536 references, else uint32),
+    ``words`` (the posting keys: the distinct visual words, uint16, in a segment of at most
+    65,536 references; else uint32 ``word << 16 | block`` for each block of 65,536 local rows),
     ``word_starts`` (uint32) and ``word_rows`` (the postings: uint16, a local row's low 16 bits;
     older segments keep whole uint32 rows under uint16 keys, read alike), ``norms`` (float32: each reference's word weight under the
     idf of the collection when it was written), ``feature_offsets``/``feature_bytes``,
@@ -129,21 +129,23 @@ class SegmentWriter:
 def _postings(per_reference: list[np.ndarray], row_bits: int = ROW_BITS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Posting keys, their starts and the rows (see :class:`SegmentWriter`).
 
-    A posting stores the low ``row_bits`` of its local row in two bytes; the row's block goes
-    into the key (``block << 16 | word``), so a large segment's postings cost what a small one's do.
+    A posting stores the low ``row_bits`` of its local row in two bytes. In a segment of more
+    rows than that, the row's block goes into the key, after the word (``word << 16 | block``):
+    postings cost what a small segment's do, and a word's lists stay side by side, so a query
+    reading them touches as few pages as one list would.
     """
     counts = np.array([len(words) for words in per_reference], dtype=np.int64)
     if not counts.sum():
         return np.zeros(0, np.uint16), np.zeros(1, np.uint32), np.zeros(0, np.uint16)
     flat = np.concatenate(per_reference).astype(np.int64)
     owners = np.repeat(np.arange(len(per_reference), dtype=np.int64), counts)
-    keys = (owners >> row_bits) << WORD_BITS | flat
+    blocked = len(per_reference) > 1 << row_bits
+    keys = flat << BLOCK_BITS | owners >> row_bits if blocked else flat
     order = np.lexsort((owners, keys))
     keys, owners = keys[order], owners[order]
     unique_keys, first = np.unique(keys, return_index=True)
     starts = np.append(first, len(keys)).astype(np.uint32)
-    key_type = np.uint16 if unique_keys[-1] < 1 << WORD_BITS else np.uint32
-    return unique_keys.astype(key_type), starts, (owners & ((1 << row_bits) - 1)).astype(np.uint16)
+    return unique_keys.astype(np.uint32 if blocked else np.uint16), starts, (owners & ((1 << row_bits) - 1)).astype(np.uint16)
 
 
 def _blobs(kind: str, blobs: list[bytes]) -> dict[str, np.ndarray]:

@@ -30,11 +30,11 @@ import numpy as np
 from .. import visual_words as vw
 from ..errors import CorruptIndexError
 from .codecs import RAW, Codecs
-from .segment_writer import _ALIGN, _MAGIC, WORD_BITS, SegmentInput
+from .segment_writer import _ALIGN, _MAGIC, BLOCK_BITS, SegmentInput
 
 SEGMENT_SUFFIXES = (".dat", ".vec", ".pdq")
 _LENGTH = struct.Struct("<Q")
-_WORD_MASK = (1 << WORD_BITS) - 1
+_BLOCK_MASK = (1 << BLOCK_BITS) - 1
 
 
 class Segment:
@@ -75,10 +75,12 @@ class Segment:
         self._sq4 = _sq4_ranges(self._vectors)
         keys = self._sections["words"].astype(np.int64)
         counts = np.diff(self._sections["word_starts"].astype(np.int64))
-        self._document_frequency = np.bincount(keys & _WORD_MASK, weights=counts, minlength=vw.WORDS).astype(np.int64)
-        # the blocks of rows the posting keys carry (a segment written before them: one, rows whole)
-        self._blocks = int(keys[-1] >> WORD_BITS) + 1 if len(keys) else 1
+        # uint32 keys carry the block of rows under the word; uint16 keys are words (rows whole,
+        # or a segment of one block)
+        self._blocks = int((keys & _BLOCK_MASK).max()) + 1 if self._sections["words"].dtype == np.uint32 and len(keys) else 0
         self._row_bits = int(header.get("row_bits", 0))
+        words = keys >> BLOCK_BITS if self._blocks else keys
+        self._document_frequency = np.bincount(words, weights=counts, minlength=vw.WORDS).astype(np.int64)
 
     def _open_faiss(self, suffix: str, binary: bool):
         import faiss
@@ -246,8 +248,9 @@ class Segment:
         scores = np.zeros(len(self.refs))
         if not len(keys) or not len(query_words):
             return scores
-        wanted = ((np.arange(self._blocks, dtype=np.int64)[:, None] << WORD_BITS)
-                  | np.asarray(query_words, dtype=np.int64)[None, :]).ravel()
+        wanted = np.asarray(query_words, dtype=np.int64)
+        if self._blocks:
+            wanted = (wanted[:, None] << BLOCK_BITS | np.arange(self._blocks, dtype=np.int64)[None, :]).ravel()
         positions = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
         found = keys[positions] == wanted
         positions, matched = positions[found], wanted[found]
@@ -257,17 +260,21 @@ class Segment:
             return scores
         offsets = np.repeat(first - np.cumsum(np.concatenate([[0], lengths[:-1]])), lengths)
         owners = postings[np.arange(lengths.sum()) + offsets].astype(np.int64)
-        if self._blocks > 1:
-            owners += np.repeat((matched >> WORD_BITS) << self._row_bits, lengths)
-        scores = np.bincount(owners, weights=np.repeat(weights[matched & _WORD_MASK], lengths), minlength=len(self.refs))
+        if self._blocks:
+            owners += np.repeat((matched & _BLOCK_MASK) << self._row_bits, lengths)
+            matched = matched >> BLOCK_BITS
+        scores = np.bincount(owners, weights=np.repeat(weights[matched], lengths), minlength=len(self.refs))
         return scores / self._sections["norms"]
 
     def word_pairs(self) -> tuple[np.ndarray, np.ndarray]:
         """(word, local row) of every posting, for a merge."""
         keys = self._sections["words"].astype(np.int64)
         counts = np.diff(self._sections["word_starts"].astype(np.int64))
-        rows = self._sections["word_rows"].astype(np.int64) + np.repeat((keys >> WORD_BITS) << self._row_bits, counts)
-        return np.repeat(keys & _WORD_MASK, counts).astype(np.uint16), rows
+        rows = self._sections["word_rows"].astype(np.int64)
+        if self._blocks:
+            rows = rows + np.repeat((keys & _BLOCK_MASK) << self._row_bits, counts)
+            keys = keys >> BLOCK_BITS
+        return np.repeat(keys, counts).astype(np.uint16), rows
 
     # -- per reference -------------------------------------------------------------------
     def row_of(self, ref_id: int) -> int | None:
