@@ -148,12 +148,16 @@ def test_a_reader_keeps_its_snapshot_while_the_writer_merges(tmp_path, monkeypat
     before = reader.snapshot
     queries = _unit(np.random.default_rng(5), 3)
     expected = before.search_vectors(queries, 4)
+    records = [before.reference_data(ref_id) for ref_id in range(4)]
     _add(store, 4, 4, seed=7)
     store.save()  # the second segment of the tier: merged, and the first one's files deleted
     assert len(store.snapshot.segments) == 1
     assert not (tmp_path / "idx" / "segments" / f"{before.segments[0].name}.dat").exists()
-    again = before.search_vectors(queries, 4)  # the deleted files stay mapped
+    again = before.search_vectors(queries, 4)  # the deleted files stay mapped, and open
     assert np.array_equal(again[1], expected[1])
+    assert [before.reference_data(ref_id) for ref_id in range(4)] == records
+    segment = before.segments[0]
+    assert np.array_equal(segment._read_codes(np.arange(len(segment.vector_ids))), segment.vector_codes())
     assert reader.refresh() and reader.snapshot.references == 8
 
 

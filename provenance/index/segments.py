@@ -48,10 +48,14 @@ class Segment:
             with open(path, "rb") as handle:
                 self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
             if hasattr(mmap, "MADV_RANDOM"):
-                # postings, keypoints and thumbnails are read a few at a time: no read-ahead or
-                # fault-around, which would fill a long-running process with neighbouring pages
+                # postings are read a few at a time: no read-ahead (the kernel still maps the
+                # whole cached folio a touch falls in; the records are read with pread, _blob)
                 self._map.madvise(mmap.MADV_RANDOM)
             self._sections, header = _read_sections(self._map, path)
+            self._section_starts = _section_starts(self._map, header)
+            # held open like the maps, so a reader still reads a segment a merge has unlinked
+            self._files = {suffix: open(directory / f"{self.name}{suffix}", "rb", buffering=0)
+                           for suffix in (".dat", ".vec")}
         except (OSError, ValueError) as exc:
             raise CorruptIndexError(f"segment {path} cannot be read ({exc})") from None
         if (header.get("index"), header.get("name")) != (index_id, self.name):
@@ -196,11 +200,8 @@ class Segment:
         page fault maps its whole neighbourhood and a long-running process would end up
         holding the file for a few rows per query."""
         size, offset = self._code_size, self._code_offset
-        descriptor = os.open(self.directory / f"{self.name}.vec", os.O_RDONLY)
-        try:
-            data = b"".join(os.pread(descriptor, size, offset + int(row) * size) for row in rows.tolist())
-        finally:
-            os.close(descriptor)
+        descriptor = self._files[".vec"].fileno()
+        data = b"".join(os.pread(descriptor, size, offset + int(row) * size) for row in rows.tolist())
         if len(data) != len(rows) * size:
             raise CorruptIndexError(f"segment {self.name}: its vector file ends before row {int(rows.max())}")
         return np.frombuffer(data, np.uint8).reshape(len(rows), size)
@@ -291,12 +292,21 @@ class Segment:
         return self._sections["norms"]
 
     def _blob(self, kind: str, row: int) -> bytes:
+        """One stored record, read with ``pread``: a touch through the map would map the page
+        cache's whole folio around it (up to megabytes) into this process for every candidate."""
         offsets = self._sections[f"{kind}_offsets"]
-        return self._sections[f"{kind}_bytes"][int(offsets[row]):int(offsets[row + 1])].tobytes()
+        first, last = int(offsets[row]), int(offsets[row + 1])
+        start = self._section_starts[f"{kind}_bytes"]
+        data = os.pread(self._files[".dat"].fileno(), last - first, start + first)
+        if len(data) != last - first:
+            raise CorruptIndexError(f"segment {self.name}: a stored record runs past the end of its file")
+        return data
 
     def close(self) -> None:
         self._sections = {}
         self.refs = self.vector_ids = np.zeros(0, np.int64)
+        for handle in getattr(self, "_files", {}).values():
+            handle.close()
         try:
             self._map.close()
         except BufferError:  # a view handed out is still alive; the mapping goes with it
@@ -337,6 +347,13 @@ def merge_inputs(segments: Sequence[Segment], removed: np.ndarray) -> tuple[list
     size = segments[0].vector_codes().shape[1] if segments else 0
     all_codes = np.concatenate(codes) if codes else np.zeros((0, size), np.uint8)
     return items, all_codes, (np.concatenate(norms) if norms else np.zeros(0, np.float32))
+
+
+def _section_starts(buffer: mmap.mmap, header: dict) -> dict[str, int]:
+    """The file offset of every section of a segment whose table of contents is ``header``."""
+    (length,) = _LENGTH.unpack_from(buffer, len(_MAGIC))
+    start = -(-(len(_MAGIC) + _LENGTH.size + length) // _ALIGN) * _ALIGN
+    return {name: start + int(offset) for name, (offset, _, _) in header.get("sections", {}).items()}
 
 
 def _read_sections(buffer: mmap.mmap, path: Path) -> tuple[dict[str, np.ndarray], dict]:
