@@ -247,6 +247,12 @@ def test_large_segments_are_searched_through_their_ivf_companions(tmp_path, smal
         store.save()
     snapshot = store.snapshot
     assert snapshot.ivf is not None and sum(segment.approximate for segment in snapshot.segments) == 3
+    # a companion file leaves the coarse centroids out; every companion searches with the codec's one
+    import faiss
+
+    (written, *_) = sorted((tmp_path / "idx" / "segments").glob("*.ivf"))
+    assert faiss.read_index(str(written), faiss.IO_FLAG_SKIP_PRECOMPUTE_TABLE).quantizer.ntotal == 0
+    assert {int(segment._ivf[0].quantizer.this) for segment in snapshot.segments} == {int(snapshot.ivf.quantizer.this)}
     assert store.describe_vectors()["ivf"]["factory"].startswith("IVF")
     queries = _clustered(np.random.default_rng(11), 20)
     expected_scores, expected_ids = _brute_force(store, queries, 10)

@@ -89,6 +89,15 @@ class IvfCodec:
         ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
         return int(ivf.nlist), int(ivf.pq.M), int(ivf.pq.nbits)
 
+    @cached_property
+    def quantizer(self):
+        """The codec's coarse quantiser (a FAISS flat index this object owns). Companions are
+        written without theirs (:func:`build_companion`) and search with this one."""
+        import faiss
+
+        index = self.new_index()  # held while its quantiser is copied (a borrowed pointer)
+        return faiss.clone_index(faiss.extract_index_ivf(index).quantizer)
+
     @property
     def nlist(self) -> int:
         return self._shape[0]
@@ -114,7 +123,12 @@ def train_ivf(sample: np.ndarray, count: int) -> IvfCodec:
 
 def build_companion(codec: IvfCodec, blocks: Iterable[np.ndarray], path: Path) -> None:
     """Write ``path``: an IVF index over a segment's rows (``blocks`` of decoded vectors, in row
-    order), ids = row numbers."""
+    order), ids = row numbers.
+
+    It is written with an empty coarse quantiser in place of the codec's centroids (10 MB at
+    2,048 lists of 1,280 dimensions, the same in every companion): :func:`open_companion`
+    puts the codec's one back.
+    """
     import faiss
 
     from .segment_writer import _write_faiss
@@ -125,7 +139,28 @@ def build_companion(codec: IvfCodec, blocks: Iterable[np.ndarray], path: Path) -
         block = np.ascontiguousarray(block, dtype=np.float32)
         index.add_with_ids(block, np.arange(start, start + len(block), dtype=np.int64))
         start += len(block)
-    _write_faiss(path, lambda target: faiss.write_index(index, target))
+    centroids, placeholder = index.quantizer, faiss.IndexFlat(index.d, index.metric_type)
+    index.quantizer = placeholder  # for the write only: the index still owns (and frees) its centroids
+    try:
+        _write_faiss(path, lambda target: faiss.write_index(index, target))
+    finally:
+        index.quantizer = centroids
+
+
+def open_companion(path: Path, codec: IvfCodec):
+    """Read a companion written by :func:`build_companion` and give it the codec's quantiser
+    (one per codec in a process, not one per segment). A companion written with its own
+    centroids (before they were left out) keeps them. Raises what FAISS raises."""
+    import faiss
+
+    # the precomputed table is for L2 residuals (these are inner products) and would read the centroids
+    index = faiss.read_index(str(path), faiss.IO_FLAG_SKIP_PRECOMPUTE_TABLE)
+    if index.quantizer.ntotal == 0:
+        index.quantizer = codec.quantizer
+        # the empty placeholder read with it stays allocated (a few hundred bytes): the
+        # companion must not free the codec's quantiser
+        index.own_fields = False
+    return index
 
 
 def companion_name(segment: str, codec_version: str) -> str:

@@ -102,17 +102,18 @@ class Segment:
             return None
         if ivf is None or ivf.version != version:
             raise CorruptIndexError(f"segment {self.name} was indexed with IVF codec {version}, which the index does not hold")
-        import faiss
-
-        from .ivf import companion_name
+        from .ivf import companion_name, open_companion
 
         path = self.directory / companion_name(self.name, version)
         try:
-            index = faiss.read_index(str(path))  # fast-scan codes are scanned whole: read into RAM
+            index = open_companion(path, ivf)  # fast-scan codes are scanned whole: read into RAM
         except Exception as exc:
             raise CorruptIndexError(f"segment file {path} cannot be read ({' '.join(str(exc).split())[:160]})") from None
         if index.ntotal != len(self.vector_ids):
             raise CorruptIndexError(f"segment {self.name}: its IVF index does not hold its {len(self.vector_ids)} vectors")
+        if index.nlist != ivf.nlist or index.quantizer.ntotal != ivf.nlist:
+            raise CorruptIndexError(f"segment {self.name}: its IVF index does not match the index's IVF codec")
+        self._quantizer = ivf.quantizer  # the companion searches with it and does not own it: held here
         nprobe = ivf.describe()["nprobe"]
         index.nprobe = nprobe  # set once here, never per search: the index is shared by every thread
         return index, nprobe
