@@ -149,7 +149,8 @@ def indexed_region_images(image: Image.Image, specs: Sequence[RegionSpec],
     """The crops a reference is indexed by, by region number: every region of ``specs`` but
     the centred crops a face square covers (:func:`covered_regions`)."""
     skipped = covered_regions(image.size, specs, face)
-    return {number: crop for number, crop in enumerate(region_images(image, specs, face)) if number not in skipped}
+    kept = [number for number in range(len(specs)) if number not in skipped]
+    return dict(zip(kept, region_images(image, [specs[number] for number in kept], face)))
 
 
 def reference_face(image: Image.Image, specs: Sequence[RegionSpec]) -> Face | None:

@@ -7,10 +7,11 @@ Queries are the eval's seeded transformed copies plus negatives, half each. Prin
 for single queries and the per-image time of query_batch; with ``--recall``, recall@10 of
 the index's search against exhaustive search on the queries' real view embeddings; with
 ``--memory``, the start of a fresh read-only query process (opening the index, its first
-query, from a cold page cache: the index's files are evicted first) and its resident memory
-per reference after 40 queries, and the index's size on disk. The index files that queries scan are preloaded into the page cache first
-(``Engine.preload``), as a long-running query service would; ``--cold`` evicts them
-instead. Asserts nothing about time.
+query, from a cold page cache: the index's files are evicted first) and its resident
+memory per reference after 40 queries, and the index's size on disk. The index files that
+queries scan are preloaded into the page cache first (``Engine.preload``), as a
+long-running query service would; ``--cold`` evicts them instead. Asserts nothing about
+time.
 """
 
 from __future__ import annotations

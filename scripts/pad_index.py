@@ -4,9 +4,10 @@ Usage: python scripts/pad_index.py --index DEV_INDEX --out DIR --refs 1000000 [-
 
 Distractors cost what real references cost on every path a query takes:
 
-* **vectors**, one per indexed region (a region real references lack, such as a centred crop a
-  face square covers, is left out of as many distractors in proportion): each a Dirichlet mix of three real vectors of the same
-  region with multiplicative log-normal noise (GeM features are non-negative),
+* **vectors**, one per indexed region (a region that real references lack, such as a centred
+  crop a face square covers, is left out of as many distractors in proportion): each a
+  Dirichlet mix of three real vectors of the same region with multiplicative log-normal
+  noise (GeM features are non-negative),
   re-normalised. The script prints how close distractors come to their nearest real vector
   next to how close real vectors come to each other, so the resemblance can be checked;
 * **local features, visual words, thumbnail** of a donor (a random real reference): the

@@ -46,9 +46,10 @@ class SegmentWriter:
     ``.dat`` arrays: ``refs`` (int64), ``pdq`` (n x 33), ``vector_ids`` (int64, ascending),
     ``words`` (the posting keys: the distinct visual words, uint16, in a segment of at most
     65,536 references; else uint32 ``word << 16 | block`` for each block of 65,536 local rows),
-    ``word_starts`` (uint32) and ``word_rows`` (the postings: uint16, a local row's low 16 bits;
-    older segments keep whole uint32 rows under uint16 keys, read alike), ``norms`` (float32: each reference's word weight under the
-    idf of the collection when it was written), ``feature_offsets``/``feature_bytes``,
+    ``word_starts`` (uint32) and ``word_rows`` (the postings: uint16, a local row's low 16
+    bits; older segments keep whole uint32 rows under uint16 keys, read alike), ``norms``
+    (float32: each reference's word weight under the idf of the collection when it was
+    written), ``feature_offsets``/``feature_bytes``,
     ``thumb_offsets``/``thumb_bytes``, ``pdq_rows`` (uint32: the local row of each hash
     in ``.pdq``).
     """
