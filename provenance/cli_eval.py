@@ -47,12 +47,20 @@ def _split(value: Optional[str]) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
+def _family_and_kind(value: str) -> tuple[str, str]:
+    family, colon, kind = value.partition(":")
+    if not colon or not family.strip() or not kind.strip():
+        raise typer.BadParameter(f"--negative-family wants FAMILY:KIND, got {value!r}")
+    return family.strip(), kind.strip()
+
+
 def eval_command(
     out: Annotated[Path, typer.Option("--out", help="Folder for metrics.json, metrics.md, report.html.")],
     refs: Annotated[Path, typer.Option("--refs", help="Reference manifest CSV (path,subject,source_url,collection).")] = DEFAULT_REFS,
     negatives: Annotated[Optional[Path], typer.Option("--negatives", help="Negatives CSV (path,kind,subject): queries that must not match.")] = None,
     partial_copies: Annotated[Optional[Path], typer.Option("--partial-copies", help="CSV (path,ref) of images sharing pixels with a reference, scored on their own; default: shared_pixels.csv beside --negatives, if present.")] = None,
     hard_negatives: Annotated[Optional[list[Path]], typer.Option("--hard-negatives", help="CSV (path,kind) relabelling some negatives with a kind of their own (scripts/data/shared_backdrop.csv, scripts/data/same_shoot.csv); repeatable.")] = None,
+    negative_family: Annotated[Optional[list[str]], typer.Option("--negative-family", help="FAMILY:KIND: put --per-family negatives of KIND through FAMILY, as a negative kind of their own (e.g. avatar_tiny:same_subject_other_photo); repeatable.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for the reference sample and every transform.")] = 0,
     families: Annotated[Optional[str], typer.Option("--families", help="Comma-separated transform families (default: all).")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Quick run: at most N queries per family and N negatives per kind.")] = None,
@@ -70,7 +78,8 @@ def eval_command(
     if partial_copies is None and negatives is not None and (negatives.parent / "shared_pixels.csv").is_file():
         partial_copies = negatives.parent / "shared_pixels.csv"
     config = EvalConfig(
-        refs=refs, out_dir=out, negatives=negatives, partial_copies=partial_copies, hard_negatives=tuple(hard_negatives or ()), seed=seed, families=_split(families) or None,
+        refs=refs, out_dir=out, negatives=negatives, partial_copies=partial_copies, hard_negatives=tuple(hard_negatives or ()),
+        negative_families=tuple(_family_and_kind(value) for value in negative_family or ()), seed=seed, families=_split(families) or None,
         per_family=per_family, limit=limit, index_dir=index, baselines=tuple(_split(baselines)),
         embedder=embedder, top_k=top_k,
     )

@@ -2,6 +2,7 @@
 
 Usage: python scripts/ablation.py --index DIR [--bench ../shared/bench] [--limit 20] [--families a,b] [--out out/ablation]
     [--hard-negatives scripts/data/shared_backdrop.csv --hard-negatives scripts/data/same_shoot.csv]
+    [--negative-family avatar_tiny:same_subject_other_photo]
 The index must hold the bench references (built with the default regions: whole image,
 two centred crops, two face squares). Each step
 runs `run_evaluation` on the same seeded queries with the engine configured as listed.
@@ -41,7 +42,12 @@ def main() -> None:
     parser.add_argument("--out", default="out/ablation")
     parser.add_argument("--hard-negatives", action="append", default=[], type=Path,
                         help="CSV (path,kind) relabelling negatives, as for provenance eval; repeatable")
+    parser.add_argument("--negative-family", action="append", default=[],
+                        help="FAMILY:KIND negatives put through a family, as for provenance eval; repeatable")
     args = parser.parse_args()
+    negative_families = tuple(tuple(value.split(":", 1)) for value in args.negative_family)
+    if any(len(pair) != 2 for pair in negative_families):
+        parser.error("--negative-family wants FAMILY:KIND")
 
     from provenance import Engine
     from provenance.evaluation.runner import EvalConfig, run_evaluation
@@ -53,7 +59,8 @@ def main() -> None:
         config = EvalConfig(refs=Path(args.bench) / "refs.csv", negatives=Path(args.bench) / "negatives.csv",
                             out_dir=Path(args.out) / f"step{number}", seed=args.seed, limit=args.limit, baselines=(),
                             families=args.families.split(",") if args.families else None,
-                            hard_negatives=tuple(args.hard_negatives))
+                            hard_negatives=tuple(args.hard_negatives),
+                            negative_families=negative_families)
         metrics = run_evaluation(config, engine=engine).systems["engine"]
         rows.append((label, metrics))
         families[label] = metrics.get("per_family", {})

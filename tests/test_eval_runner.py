@@ -120,7 +120,8 @@ def test_cli_command_has_the_documented_options():
     app.command("noop")(lambda: None)
     result = CliRunner().invoke(app, ["eval", "--help"])
     assert result.exit_code == 0
-    for option in ("--refs", "--negatives", "--out", "--seed", "--families", "--limit", "--index", "--baselines"):
+    for option in ("--refs", "--negatives", "--out", "--seed", "--families", "--limit", "--index", "--baselines",
+                   "--negative-family"):
         assert option in result.output
 
 
@@ -247,3 +248,30 @@ def test_engine_answers_carry_the_evidence_sentence():
     answer = _engine_answer(QueryResult("q.jpg", "similar", [logo], thresholds={"similar": 0.85}))
     assert answer["verdict"] == "similar" and "logo" in answer["why"]
     assert _engine_answer(QueryResult("q.jpg", "no_match", []))["why"] is None
+
+
+def test_negatives_put_through_a_family_are_a_kind_of_their_own(bench, tmp_path):
+    from provenance.errors import BadInputError
+    from provenance.evaluation.queries import (build_query, load_rgb, plan_queries, read_rows, transform_of,
+                                               transformed_kind)
+
+    config = EvalConfig(refs=bench / "refs.csv", negatives=bench / "negatives.csv", out_dir=tmp_path / "out",
+                        families=["grayscale"], per_family=2, baselines=(),
+                        negative_families=(("avatar_tiny", "same_subject_other_photo"),))
+    files = {f"refs/r{i}.jpg": bench / f"refs/r{i}.jpg" for i in range(8)}
+    summary = run_evaluation(config, engine=TinyEngine(files))
+    kind = transformed_kind("avatar_tiny", "same_subject_other_photo")
+    assert transform_of(kind) == "avatar_tiny" and transform_of("same_subject_other_photo") is None
+    engine = summary.systems["engine"]
+    assert engine["negatives_fpr"][kind]["queries"] == 2 and engine["negatives"] == 6 + 2
+    lines = [json.loads(line) for line in (tmp_path / "out" / "queries.jsonl").read_text().splitlines()]
+    transformed = [line for line in lines if line["group"] == kind]
+    assert len(transformed) == 2 and all(not line["positive"] and line["params"]["layout"] for line in transformed)
+    # the query is the negative as the family shows it (a row with the avatar), not the photo itself
+    negatives = read_rows(bench / "negatives.csv", ("path", "kind"))
+    spec = next(s for s in plan_queries(8, negatives, [], 0, 2, None, (("avatar_tiny", "same_subject_other_photo"),))
+                if s.group == kind)
+    assert build_query(spec, [], negatives, 0).size != load_rgb(negatives[spec.index]).size
+    for pair in (("nope", "same_subject_other_photo"), ("avatar_tiny", "nope")):
+        with pytest.raises(BadInputError):
+            plan_queries(8, negatives, [], 0, 2, None, (pair,))

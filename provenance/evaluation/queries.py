@@ -115,6 +115,19 @@ def _sample(count: int, wanted: int, seed: int, key: str) -> list[int]:
     return sorted(int(p) for p in picks)
 
 
+def transformed_kind(family: str, kind: str) -> str:
+    """The negative kind of ``kind`` negatives put through ``family`` (e.g.
+    ``avatar_tiny(same_subject_other_photo)``): a tiny avatar of another photo of a
+    referenced person must not be a copy either."""
+    return f"{family}({kind})"
+
+
+def transform_of(kind: str) -> str | None:
+    """The family a negative kind was put through (:func:`transformed_kind`), or None."""
+    family, bracket, rest = kind.partition("(")
+    return family if bracket and rest.endswith(")") and family in FAMILIES else None
+
+
 def plan_queries(
     num_refs: int,
     negatives: Sequence[Row],
@@ -122,9 +135,11 @@ def plan_queries(
     seed: int,
     per_family: int = DEFAULT_PER_FAMILY,
     limit: int | None = None,
+    negative_families: Sequence[tuple[str, str]] = (),
 ) -> list[QuerySpec]:
-    """The positive queries (``per_family`` references per family, capped by ``limit``)
-    followed by the negatives (all, or ``limit`` per kind)."""
+    """The positive queries (``per_family`` references per family, capped by ``limit``),
+    the negatives (all, or ``limit`` per kind), then for each (family, kind) of
+    ``negative_families`` as many negatives of that kind put through the family."""
     wanted = per_family if limit is None else min(per_family, limit)
     specs = [
         QuerySpec(f"{family}/{index}", True, family, index)
@@ -137,6 +152,14 @@ def plan_queries(
     for kind, indices in sorted(by_kind.items()):
         chosen = indices if limit is None else [indices[i] for i in _sample(len(indices), limit, seed, f"neg:{kind}")]
         specs.extend(QuerySpec(f"neg:{kind}/{index}", False, kind, index) for index in chosen)
+    for family, kind in negative_families:
+        if family not in FAMILIES:
+            raise BadInputError(f"unknown transform family {family}; known: {', '.join(FAMILIES)}")
+        if kind not in by_kind:
+            raise BadInputError(f"no negatives of kind {kind} to put through {family}; kinds: {', '.join(sorted(by_kind))}")
+        indices, group = by_kind[kind], transformed_kind(family, kind)
+        chosen = [indices[i] for i in _sample(len(indices), wanted, seed, f"neg:{group}")]
+        specs.extend(QuerySpec(f"neg:{group}/{index}", False, group, index) for index in chosen)
     return specs
 
 
@@ -146,9 +169,14 @@ def load_rgb(row: Row) -> Image.Image:
 
 
 def build_query(spec: QuerySpec, refs: Sequence[Row], negatives: Sequence[Row], seed: int) -> Image.Image:
-    """The query image for ``spec``; fills ``spec.params`` for positives."""
+    """The query image for ``spec``; fills ``spec.params`` for positives and transformed negatives."""
     if not spec.positive:
-        return load_rgb(negatives[spec.index])
+        image = load_rgb(negatives[spec.index])
+        family = transform_of(spec.group)
+        if family is None:
+            return image
+        image, spec.params = apply_family(family, image, family_rng(seed, spec.index, spec.group))
+        return image
     source = load_rgb(refs[spec.index])
     image, params = apply_family(spec.group, source, family_rng(seed, spec.index, spec.group))
     spec.params = params

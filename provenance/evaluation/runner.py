@@ -36,7 +36,10 @@ class EvalConfig:
     that share pixels with a reference (another crop of the same photograph); they are
     scored in a block of their own (:func:`~.metrics.partial_copy_block`), outside µAP and
     the false-positive rates. ``hard_negatives``: CSVs (``path``, ``kind``) that relabel
-    some negatives with a kind of their own (e.g. ``shared_backdrop``, ``same_shoot``). ``index_dir``: an index to reuse (missing references
+    some negatives with a kind of their own (e.g. ``shared_backdrop``, ``same_shoot``).
+    ``negative_families``: (family, kind) pairs; ``per_family`` negatives of that kind are put
+    through the family as a negative kind of their own
+    (:func:`~.queries.transformed_kind`). ``index_dir``: an index to reuse (missing references
     are added to it) or to create; ``None`` builds a throwaway index in a temporary folder.
     """
 
@@ -45,6 +48,7 @@ class EvalConfig:
     negatives: Path | None = None
     partial_copies: Path | None = None
     hard_negatives: Sequence[Path] = ()
+    negative_families: Sequence[tuple[str, str]] = ()
     seed: int = 0
     families: Sequence[str] | None = None
     per_family: int = DEFAULT_PER_FAMILY
@@ -98,7 +102,8 @@ def run_evaluation(config: EvalConfig, progress: Progress = None, *, engine: Any
     families = resolve_families(config.families)
     if config.limit is not None and config.limit < 1:
         raise BadInputError("limit must be at least 1")
-    specs = plan_queries(len(refs), negatives, families, config.seed, config.per_family, config.limit)
+    specs = plan_queries(len(refs), negatives, families, config.seed, config.per_family, config.limit,
+                         tuple(config.negative_families))
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs: dict[str, _SystemRun] = {ENGINE: _SystemRun()}
@@ -256,6 +261,7 @@ def _run_info(config: EvalConfig, refs, negatives, families, specs, started) -> 
         "positive_queries": sum(1 for s in specs if s.positive), "negative_queries": sum(1 for s in specs if not s.positive),
         "embedder": config.embedder, "embedder_options": config.embedder_options, "index_dir": str(config.index_dir) if config.index_dir else None,
         "baselines": list(config.baselines), "top_k": config.top_k,
+        "negative_families": [list(pair) for pair in config.negative_families],
     }
 
 
