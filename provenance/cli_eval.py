@@ -47,13 +47,6 @@ def _split(value: Optional[str]) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
-def _family_and_kind(value: str) -> tuple[str, str]:
-    family, colon, kind = value.partition(":")
-    if not colon or not family.strip() or not kind.strip():
-        raise typer.BadParameter(f"--negative-family wants FAMILY:KIND, got {value!r}")
-    return family.strip(), kind.strip()
-
-
 def eval_command(
     out: Annotated[Path, typer.Option("--out", help="Folder for metrics.json, metrics.md, report.html.")],
     refs: Annotated[Path, typer.Option("--refs", help="Reference manifest CSV (path,subject,source_url,collection).")] = DEFAULT_REFS,
@@ -74,17 +67,19 @@ def eval_command(
     """Index the references, query seeded transformed copies and negatives, and score them."""
     from .embedders import parse_embedder_options
     from .evaluation import EvalConfig, run_evaluation
+    from .evaluation.queries import parse_negative_family
 
     if partial_copies is None and negatives is not None and (negatives.parent / "shared_pixels.csv").is_file():
         partial_copies = negatives.parent / "shared_pixels.csv"
     config = EvalConfig(
         refs=refs, out_dir=out, negatives=negatives, partial_copies=partial_copies, hard_negatives=tuple(hard_negatives or ()),
-        negative_families=tuple(_family_and_kind(value) for value in negative_family or ()), seed=seed, families=_split(families) or None,
+        seed=seed, families=_split(families) or None,
         per_family=per_family, limit=limit, index_dir=index, baselines=tuple(_split(baselines)),
         embedder=embedder, top_k=top_k,
     )
     bars = _StageBars()
     try:
+        config.negative_families = tuple(parse_negative_family(value) for value in negative_family or ())
         config.embedder_options = parse_embedder_options(embedder_option or [])
         summary = run_evaluation(config, progress=bars)
     except (ProvenanceError, ValueError, KeyError) as exc:

@@ -45,12 +45,16 @@ def main() -> None:
     parser.add_argument("--negative-family", action="append", default=[],
                         help="FAMILY:KIND negatives put through a family, as for provenance eval; repeatable")
     args = parser.parse_args()
-    negative_families = tuple(tuple(value.split(":", 1)) for value in args.negative_family)
-    if any(len(pair) != 2 for pair in negative_families):
-        parser.error("--negative-family wants FAMILY:KIND")
 
     from provenance import Engine
+    from provenance.errors import BadInputError
+    from provenance.evaluation.queries import parse_negative_family
     from provenance.evaluation.runner import EvalConfig, run_evaluation
+
+    try:
+        negative_families = tuple(parse_negative_family(value) for value in args.negative_family)
+    except BadInputError as exc:
+        parser.error(str(exc))
 
     engine = Engine.open(args.index)
     rows, families, kinds = [], {}, {}

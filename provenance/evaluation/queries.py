@@ -128,6 +128,14 @@ def transform_of(kind: str) -> str | None:
     return family if bracket and rest.endswith(")") and family in FAMILIES else None
 
 
+def parse_negative_family(value: str) -> tuple[str, str]:
+    """``FAMILY:KIND`` (the eval's ``--negative-family``) as a pair; raises BadInputError."""
+    family, colon, kind = (part.strip() for part in value.partition(":"))
+    if not colon or not family or not kind:
+        raise BadInputError(f"--negative-family wants FAMILY:KIND, got {value!r}")
+    return family, kind
+
+
 def plan_queries(
     num_refs: int,
     negatives: Sequence[Row],
@@ -170,14 +178,9 @@ def load_rgb(row: Row) -> Image.Image:
 
 def build_query(spec: QuerySpec, refs: Sequence[Row], negatives: Sequence[Row], seed: int) -> Image.Image:
     """The query image for ``spec``; fills ``spec.params`` for positives and transformed negatives."""
-    if not spec.positive:
-        image = load_rgb(negatives[spec.index])
-        family = transform_of(spec.group)
-        if family is None:
-            return image
-        image, spec.params = apply_family(family, image, family_rng(seed, spec.index, spec.group))
+    image = load_rgb(refs[spec.index] if spec.positive else negatives[spec.index])
+    family = spec.group if spec.positive else transform_of(spec.group)
+    if family is None:
         return image
-    source = load_rgb(refs[spec.index])
-    image, params = apply_family(spec.group, source, family_rng(seed, spec.index, spec.group))
-    spec.params = params
+    image, spec.params = apply_family(family, image, family_rng(seed, spec.index, spec.group))
     return image

@@ -45,17 +45,15 @@ class Segment:
         self.directory = directory
         path = directory / f"{self.name}.dat"
         try:
-            with open(path, "rb") as handle:
-                self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            # held open like the maps, so a reader still reads a segment a merge has unlinked
+            self._files = {suffix: open(directory / f"{self.name}{suffix}", "rb", buffering=0)
+                           for suffix in (".dat", ".vec")}
+            self._map = mmap.mmap(self._files[".dat"].fileno(), 0, access=mmap.ACCESS_READ)
             if hasattr(mmap, "MADV_RANDOM"):
                 # postings are read a few at a time: no read-ahead (the kernel still maps the
                 # whole cached folio a touch falls in; the records are read with pread, _blob)
                 self._map.madvise(mmap.MADV_RANDOM)
-            self._sections, header = _read_sections(self._map, path)
-            self._section_starts = _section_starts(self._map, header)
-            # held open like the maps, so a reader still reads a segment a merge has unlinked
-            self._files = {suffix: open(directory / f"{self.name}{suffix}", "rb", buffering=0)
-                           for suffix in (".dat", ".vec")}
+            self._sections, self._section_starts, header = _read_sections(self._map, path)
         except (OSError, ValueError) as exc:
             raise CorruptIndexError(f"segment {path} cannot be read ({exc})") from None
         if (header.get("index"), header.get("name")) != (index_id, self.name):
@@ -350,14 +348,9 @@ def merge_inputs(segments: Sequence[Segment], removed: np.ndarray) -> tuple[list
     return items, all_codes, (np.concatenate(norms) if norms else np.zeros(0, np.float32))
 
 
-def _section_starts(buffer: mmap.mmap, header: dict) -> dict[str, int]:
-    """The file offset of every section of a segment whose table of contents is ``header``."""
-    (length,) = _LENGTH.unpack_from(buffer, len(_MAGIC))
-    start = -(-(len(_MAGIC) + _LENGTH.size + length) // _ALIGN) * _ALIGN
-    return {name: start + int(offset) for name, (offset, _, _) in header.get("sections", {}).items()}
-
-
-def _read_sections(buffer: mmap.mmap, path: Path) -> tuple[dict[str, np.ndarray], dict]:
+def _read_sections(buffer: mmap.mmap, path: Path) -> tuple[dict[str, np.ndarray], dict[str, int], dict]:
+    """The sections of a segment's ``.dat`` (arrays over ``buffer``), each one's file offset, and
+    its table of contents; raises ValueError on a damaged file."""
     head = len(_MAGIC) + _LENGTH.size
     if len(buffer) < head or buffer[: len(_MAGIC)] != _MAGIC:
         raise ValueError("not a segment file")
@@ -366,17 +359,18 @@ def _read_sections(buffer: mmap.mmap, path: Path) -> tuple[dict[str, np.ndarray]
         raise ValueError("truncated table of contents")
     header = json.loads(bytes(buffer[head : head + length]))
     start = -(-(head + length) // _ALIGN) * _ALIGN
-    sections = {}
+    sections, starts = {}, {}
     for name, (offset, dtype, shape) in header.get("sections", {}).items():
         dtype = np.dtype(dtype)
         count = int(np.prod(shape)) if shape else 1
         if start + offset + count * dtype.itemsize > len(buffer):
             raise ValueError(f"section {name} runs past the end of the file (truncated)")
         sections[name] = np.frombuffer(buffer, dtype=dtype, count=count, offset=start + offset).reshape(shape)
+        starts[name] = start + int(offset)
     missing = {"refs", "pdq", "vector_ids", "words", "word_starts", "word_rows", "norms", "feature_offsets",
                "feature_bytes", "thumb_offsets", "thumb_bytes", "pdq_rows"} - set(sections)
     if missing:
         raise ValueError(f"sections missing: {', '.join(sorted(missing))}")
-    return sections, header
+    return sections, starts, header
 
 
