@@ -25,7 +25,7 @@ from .ingest import (DEFAULT_FILE_TIMEOUT, KnownHashes, Preparer, PreparedRefere
                      pool_workers, prepare_all)
 from .results import IndexInfo, QueryResult, ReindexSummary
 from .regions import DEFAULT_REGIONS, WHOLE, RegionSpec, SubjectSquare, spec_from_json, spec_to_json
-from .search import local  # noqa: F401  (registers the keypoint vote source)
+from .search import local, thumbnails  # noqa: F401  (register the keypoint vote and thumbnail sources)
 from .search.pipeline import QueryOptions, run_queries
 from .search.sources import SOURCES, CandidateSource
 from .sources import SourceRecord, scan_source, shard_records
@@ -47,7 +47,8 @@ class QuerySettings:
     case; on the development set they added no reference to any copy's candidates).
     ``strip_borders``, ``photo_regions``, ``discs``, ``circles``, ``faces``: the query views.
     ``regions``: the indexed regions searched (True: all; False: the whole image; a set of
-    region numbers, for ablations). ``pdq``, ``keypoint_votes``: those candidate sources.
+    region numbers, for ablations). ``pdq``, ``keypoint_votes``, ``thumbnails``: those
+    candidate sources (the last correlates small avatars with stored thumbnails).
     ``verify``: geometric verification (and the PDQ near-exact path); ``verify_more``: the
     second round when the first finds no copy; ``cascade``: the expensive views and
     sources only for queries the first stage proves no copy for.
@@ -62,6 +63,7 @@ class QuerySettings:
     regions: bool | frozenset[int] = True
     pdq: bool = True
     keypoint_votes: bool = True
+    thumbnails: bool = True
     verify: bool = True
     verify_more: bool = True
     cascade: bool = True
@@ -92,7 +94,7 @@ class Engine:
         #: :meth:`refresh` itself
         self.follow_writers = True
         self._sources: dict[str, CandidateSource] = {}
-        for name in ("vectors", "pdq", "keypoints"):
+        for name in ("vectors", "pdq", "keypoints", "thumbnails"):
             self.add_source(SOURCES[name].from_store(store, depth=self.search_depth))
 
     def add_source(self, source: CandidateSource) -> None:
@@ -118,7 +120,8 @@ class Engine:
         """
         settings = self.settings
         scales = tuple(spec.scale for spec in self.regions if isinstance(spec, SubjectSquare)) if settings.faces else ()
-        sources = {"vectors"} | ({"pdq"} if settings.pdq else set()) | ({"keypoints"} if settings.keypoint_votes else set())
+        chosen = {"pdq": settings.pdq, "keypoints": settings.keypoint_votes, "thumbnails": settings.thumbnails}
+        sources = {"vectors"} | {name for name, wanted in chosen.items() if wanted}
         return QueryOptions(
             mirror=settings.mirror, strip_borders=settings.strip_borders, photo_regions=settings.photo_regions,
             face_scales=scales, discs=settings.discs, circles=settings.circles, regions=settings.regions,

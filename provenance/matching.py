@@ -23,6 +23,7 @@ from .verify.pdq import MATCH_THRESHOLD as PDQ_MATCH_DISTANCE
 from .verify.pdq import MIN_QUALITY as PDQ_MIN_QUALITY
 from .verify.pdq import pdq_dihedral_with_quality
 from .index.metadata import Reference
+from .regions import small_views
 from .results import VERDICT_COPY, VERDICT_NO_MATCH, VERDICT_SIMILAR, Match, Transform
 
 #: Inliers at which a verified copy's strength is one half.
@@ -41,6 +42,9 @@ class Candidate:
     view: int = 0  # index of the query view that gave the best similarity
     pdq_distance: int | None = None
     votes: float | None = None  # shared visual words (keypoint vote source)
+    correlation: float | None = None  # best thumbnail correlation of a small view (thumbnail source)
+    correlation_view: int | None = None  # the small view that reached it
+    tried_views: frozenset[int] = frozenset()  # the query views verification has tried
     verification: Verification | None = None
     verified_view: int | None = None  # the query view the verification is about
     reference_frame: tuple[int, int] | None = None  # (width, height) the reference's keypoints were found in
@@ -162,7 +166,8 @@ def verify_candidates(candidates: list[Candidate], features: QueryFeatures, load
     the GIL, so one query verifies on every thread of the pool.
     """
     if pool is not None and candidates:  # the keypoints are extracted while references load
-        features.prefetch([view for candidate in candidates for view in features.evidence_views(candidate.view)], pool)
+        features.prefetch([view for candidate in candidates for view in views_to_try(candidate, features)], pool)
+    candidates = [candidate for candidate in candidates if views_to_try(candidate, features)]
     references = {candidate.ref_id: load_keypoints(candidate.ref_id) for candidate in candidates}
     usable = [candidate for candidate in candidates
               if references[candidate.ref_id] is not None and len(references[candidate.ref_id]) >= 3]
@@ -171,8 +176,10 @@ def verify_candidates(candidates: list[Candidate], features: QueryFeatures, load
 
 
 def _verify_one(candidate: Candidate, features: QueryFeatures, reference: Keypoints) -> None:
-    tried = []
-    for view in features.evidence_views(candidate.view):
+    # an earlier stage's outcome competes with this one's (a later stage tries new views only)
+    tried = [(candidate.verification, candidate.verified_view)] if candidate.verification is not None else []
+    views = views_to_try(candidate, features)
+    for view in views:
         plain, mirrored = features.keypoints(view)
         outcome = verify_with_mirror(plain, mirrored, reference)
         tried.append((outcome, view))
@@ -180,6 +187,17 @@ def _verify_one(candidate: Candidate, features: QueryFeatures, reference: Keypoi
             break
     candidate.verification, candidate.verified_view = max(tried, key=lambda item: (item[0].verified, item[0].inliers))
     candidate.reference_frame = (reference.width, reference.height)
+    candidate.tried_views = candidate.tried_views | set(views)
+
+
+def views_to_try(candidate: Candidate, features: QueryFeatures) -> list[int]:
+    """The views not tried yet: the candidate's evidence views, after, for one found by
+    thumbnail correlation, the small view that correlated and the query's other small views."""
+    views = features.evidence_views(candidate.view)
+    if candidate.correlation_view is not None:
+        small = [number for number in small_views(features.views) if number != candidate.correlation_view]
+        views = list(dict.fromkeys((*features.evidence_views(candidate.correlation_view), *small, *views)))
+    return [view for view in views if view not in candidate.tried_views]
 
 
 def match_from(candidate: Candidate, reference: Reference, verdict: str, views: list | None = None) -> Match:

@@ -63,6 +63,13 @@ QUERY_DETECT_SIDE = 320
 #: not indexed: the square's vector stands for it. On a portrait the 55 % crop and the
 #: 1.2-face square are nearly the same pixels (IoU 0.90 at the median on the dev portraits).
 COVERED_IOU = 0.8
+#: A query view is small (:func:`small_views`) when its longer side is at most this many
+#: pixels: an avatar served at 64 px and shown three times larger by a screenshot.
+SMALL_VIEW_SIDE = 200
+#: ... and its shorter side at least this many (the square inside a 48-px round avatar: 34).
+MIN_VIEW_SIDE = 32
+#: The name of the views cut inside the circles :func:`round_avatars` finds (``circle0``, ...).
+CIRCLE_VIEW = "circle"
 
 
 def spec_to_json(spec: RegionSpec) -> Any:
@@ -214,7 +221,7 @@ def query_views(image: Image.Image, mirror: bool = True, strip: bool = True, pho
             views.append(cut("disc", (inner[0] + x, inner[1] + y, inner[2] + x, inner[3] + y)))
     if circles:
         for number, box in enumerate(round_avatars(image)):
-            views.append(cut(f"circle{number}", _inscribed_square(box, 0.95)))
+            views.append(cut(f"{CIRCLE_VIEW}{number}", _inscribed_square(box, 0.95)))
     views += face_views(image, face_scales)
     mirrored = mirror_views(views) if mirror else []
     if photos:
@@ -224,6 +231,24 @@ def query_views(image: Image.Image, mirror: bool = True, strip: bool = True, pho
                 # a round avatar hides the square's corners: its inscribed square is pure photo
                 views.append(cut(f"photo{number}-inner", _inscribed_square(box)))
     return views + mirrored
+
+
+def small_views(views: Sequence[QueryView], circles: bool = True) -> list[int]:
+    """Numbers of the unmirrored evidence views that are small and square-ish: an avatar's
+    photo box or disc on a screenshot, or a small query as a whole (at most
+    :data:`SMALL_VIEW_SIDE` pixels, at least :data:`MIN_VIEW_SIDE`); with ``circles=False``,
+    not those cut inside a circle.
+    """
+    chosen = []
+    for number, view in enumerate(views):
+        width, height = view.image.size
+        if view.mirrored or not view.evidence or min(width, height) < MIN_VIEW_SIDE:
+            continue
+        if not circles and view.name.startswith(CIRCLE_VIEW):
+            continue
+        if max(width, height) <= SMALL_VIEW_SIDE and _squarish((0, 0, width, height), 1.3):
+            chosen.append(number)
+    return chosen
 
 
 def whole_view(image: Image.Image) -> QueryView:
@@ -279,9 +304,9 @@ def disc_square(image: Image.Image, flat_ratio: float = 0.35) -> tuple[int, int,
     return round(cx - half), round(cy - half), round(cx + half), round(cy + half)
 
 
-def _squarish(box: tuple[int, int, int, int]) -> bool:
+def _squarish(box: tuple[int, int, int, int], limit: float = 1.15) -> bool:
     width, height = box[2] - box[0], box[3] - box[1]
-    return max(width, height) <= 1.15 * min(width, height)
+    return max(width, height) <= limit * min(width, height)
 
 
 def round_avatars(image: Image.Image, max_circles: int = 2, side: int = QUERY_DETECT_SIDE) -> list[tuple[int, int, int, int]]:

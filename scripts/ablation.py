@@ -17,8 +17,8 @@ from pathlib import Path
 
 STEPS = [
     ("whole-image embedding only", dict(regions=False, strip_borders=False, photo_regions=False, faces=False,
-                                         discs=False, circles=False, pdq=False, keypoint_votes=False, verify=False,
-                                         verify_more=False, cascade=False)),
+                                         discs=False, circles=False, pdq=False, keypoint_votes=False, thumbnails=False,
+                                         verify=False, verify_more=False, cascade=False)),
     ("+ centred reference crops", dict(regions=frozenset({0, 1, 2}))),
     ("+ border-stripped query views", dict(strip_borders=True)),
     ("+ photo-region views (screenshots, avatars)", dict(photo_regions=True)),
@@ -28,6 +28,7 @@ STEPS = [
     ("+ geometric verification of the best 6", dict(verify=True)),
     ("+ 6 more when none verifies", dict(verify_more=True)),
     ("+ keypoint votes", dict(keypoint_votes=True)),
+    ("+ thumbnail correlation of small avatars", dict(thumbnails=True)),
     ("+ the cascade (full engine)", dict(cascade=True)),
 ]
 

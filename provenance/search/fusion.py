@@ -6,6 +6,9 @@ One place decides what reaches geometric verification, whatever proposed it:
 * every PDQ near-duplicate (cheap to confirm, and it may not embed close: a rotation);
 * the best :data:`VOTE_CANDIDATES` by shared visual words (keypoint source): a copy
   under stickers or captions keeps its keypoints while its embedding drifts;
+* the best :data:`CORRELATED_CANDIDATES` by thumbnail correlation (thumbnail source), on
+  the small view that correlated: a tiny avatar's true reference is often far down the
+  embedding's ranking;
 * when none of those verifies and the embedding's ranking is not decisive (the best
   similarity is not clearly above the next ones), the next :data:`MORE_CANDIDATES` by
   similarity: a tight avatar's true reference often ranks 7th-12th behind other
@@ -24,6 +27,8 @@ from .sources import Hit
 VERIFY_CANDIDATES = 6
 #: References verified in the first round for their visual-word votes (besides the above).
 VOTE_CANDIDATES = 3
+#: References verified for their thumbnail correlation (the escalation's, besides the above).
+CORRELATED_CANDIDATES = 2
 #: Further references verified when the first round finds no copy and the margin is small.
 MORE_CANDIDATES = 6
 #: The embedding's ranking is decisive when the best similarity exceeds the
@@ -49,6 +54,8 @@ def fuse(hits: Iterable[Hit]) -> dict[int, Candidate]:
             candidate.votes = float(hit.votes)
             if hit.similarity is None and candidate.similarity < 0:
                 candidate.view = int(hit.view)  # verify on the view whose keypoints voted
+        if hit.correlation is not None and (candidate.correlation is None or hit.correlation > candidate.correlation):
+            candidate.correlation, candidate.correlation_view = float(hit.correlation), hit.correlation_view
     return candidates
 
 
@@ -62,6 +69,12 @@ def first_round(ranked: list[Candidate]) -> list[Candidate]:
     chosen_ids = {candidate.ref_id for candidate in chosen}
     voted = sorted((c for c in ranked if c.votes is not None), key=lambda c: (-c.votes, c.ref_id))
     return chosen + [c for c in voted[:VOTE_CANDIDATES] if c.ref_id not in chosen_ids]
+
+
+def correlated(ranked: list[Candidate]) -> list[Candidate]:
+    """The best-correlated candidates not verified yet (the escalation verifies them)."""
+    scored = sorted((c for c in ranked if c.correlation is not None), key=lambda c: (-c.correlation, c.ref_id))
+    return [c for c in scored[:CORRELATED_CANDIDATES] if not c.is_copy]
 
 
 def second_round(ranked: list[Candidate]) -> list[Candidate]:

@@ -6,8 +6,8 @@
    geometric verification of the first round of candidates.
 2. **Escalation**, only for the images the first stage proved no copy for (and for all
    with ``cascade=False``): squares around the detected face, the keypoint votes over the
-   keypoints verification extracted already, a first round over the candidates these add,
-   then the second round.
+   keypoints verification extracted already, the thumbnail correlation of small avatar
+   views, a first round over the candidates these add, then the second round.
 
 Every call works from one frozen :class:`QueryOptions`, so concurrent queries with
 different settings cannot change each other's answers.
@@ -27,7 +27,7 @@ from ..blas import single_threaded_blas
 from ..errors import BadInputError, ImageLoadError
 from ..imageio import ImageSource, describe_source, load_image
 from ..imagelimits import DEFAULT_LIMITS, ImageLimits
-from ..matching import Candidate, QueryFeatures, match_from, verify_candidates
+from ..matching import Candidate, QueryFeatures, match_from, verify_candidates, views_to_try
 from ..regions import face_views, mirror_views, query_views, whole_view
 from ..results import VERDICT_NO_MATCH, QueryResult
 from . import fusion
@@ -63,7 +63,7 @@ class QueryOptions:
     discs: bool = True
     circles: bool = True
     regions: bool | frozenset[int] = True
-    sources: frozenset[str] = frozenset({"vectors", "pdq", "keypoints"})
+    sources: frozenset[str] = frozenset({"vectors", "pdq", "keypoints", "thumbnails"})
     verify: bool = True
     verify_more: bool = True
     cascade: bool = True
@@ -90,6 +90,7 @@ class _Query:
     features: QueryFeatures
     hits: list[Hit]
     candidates: dict[int, Candidate] | None = None
+    vectors: list[np.ndarray] = dataclasses.field(default_factory=list)  # the views' embeddings, view after view
     seconds: float = 0.0
 
     @property
@@ -103,7 +104,7 @@ def run_queries(store, embedder, sources: Sequence[CandidateSource], images: Seq
     started = time.perf_counter()
     by_name = {source.name: source for source in sources}
     # keypoint votes only propose candidates for verification: without it they are wasted work
-    wanted = options.sources if options.verify else options.sources - {"keypoints"}
+    wanted = options.sources if options.verify else options.sources - {"keypoints", "thumbnails"}
 
     def prepare(image: ImageSource):
         try:
@@ -131,8 +132,8 @@ def run_queries(store, embedder, sources: Sequence[CandidateSource], images: Seq
         escalated = [query for query in queries if options.verify and (not options.cascade or not query.settled)]
         if escalated:
             vectors = [by_name["vectors"]] if "vectors" in wanted and "vectors" in by_name else []
-            voting = by_name.get("keypoints") if "keypoints" in wanted else None
-            _escalate(escalated, embedder, vectors, voting, store, options, pool)
+            later = [by_name[name] for name in ("keypoints", "thumbnails") if name in wanted and name in by_name]
+            _escalate(escalated, embedder, vectors, later, store, options, pool)
         results = [_result(store, query, top_k, options) for query in queries]
     # decoding, embedding and search are shared by the batch; verification may overlap
     shared = max(0.0, time.perf_counter() - started - sum(query.seconds for query in queries)) / max(1, len(queries))
@@ -150,6 +151,8 @@ def _search(queries: list[_Query], new_views: list[list], embedder, sources, opt
     arrays = [embedder.preprocessing.to_array(view.image) for views in new_views for view in views]
     vectors = embedder.embed_arrays(np.stack(arrays))
     starts = np.cumsum([0] + counts)
+    for query, begin, end in zip(queries, starts[:-1], starts[1:]):
+        query.vectors.append(vectors[begin:end])
     batch = QueryBatch(vectors, starts, [query.features for query in queries], options.searched_regions, pool)
     for source in sources:
         for query, count, hits in zip(queries, counts, source.search(batch)):
@@ -157,9 +160,10 @@ def _search(queries: list[_Query], new_views: list[list], embedder, sources, opt
             query.hits += [dataclasses.replace(hit, view=hit.view + offset) for hit in hits] if offset else hits
 
 
-def _escalate(queries: list[_Query], embedder, vector_sources, voting, store, options: QueryOptions, pool) -> None:
+def _escalate(queries: list[_Query], embedder, vector_sources, later_sources, store, options: QueryOptions, pool) -> None:
     """The second stage (module docstring) for ``queries``: face views searched by the vector
-    source, the keypoint votes, then verification of what they add and the second round."""
+    source, the ``later_sources`` (keypoint votes, thumbnail correlation) over every view,
+    then verification of what they add and the second round."""
     def more_views(query: _Query) -> list:
         views = face_views(query.image, options.face_scales)
         return views + (mirror_views(views) if options.mirror else [])
@@ -168,12 +172,24 @@ def _escalate(queries: list[_Query], embedder, vector_sources, voting, store, op
     for query, views in zip(queries, added):
         query.features.views.extend(views)
     _search(queries, added, embedder, vector_sources, options, pool)
-    if voting is not None:
-        batch = QueryBatch(np.zeros((0, embedder.dim), np.float32), np.zeros(len(queries) + 1, np.int64),
-                           [query.features for query in queries], options.searched_regions, pool)
-        for query, hits in zip(queries, voting.search(batch)):
-            query.hits += hits
+    if later_sources:
+        batch = _all_views_batch(queries, embedder.dim, options, pool)
+        for source in later_sources:
+            for query, hits in zip(queries, source.search(batch)):
+                query.hits += hits
     _judge_all(queries, store, options, pool, _second_stage_round(options))
+
+
+def _all_views_batch(queries: list[_Query], dim: int, options: QueryOptions, pool) -> QueryBatch:
+    """A batch whose rows are each image's views in order (row ``r`` of an image is its view
+    ``r``); an image whose views were not all embedded (no vector source) gets no rows."""
+    stacked = []
+    for query in queries:
+        vectors = np.concatenate(query.vectors) if query.vectors else np.zeros((0, dim), np.float32)
+        stacked.append(vectors if len(vectors) == len(query.features.views) else vectors[:0])
+    starts = np.cumsum([0] + [len(vectors) for vectors in stacked])
+    return QueryBatch(np.concatenate(stacked) if stacked else np.zeros((0, dim), np.float32), starts,
+                      [query.features for query in queries], options.searched_regions, pool)
 
 
 def _second_stage_round(options: QueryOptions):
@@ -181,6 +197,8 @@ def _second_stage_round(options: QueryOptions):
         chosen = [candidate for candidate in fusion.first_round(ranked) if candidate.verification is None]
         if options.verify_more and not any(candidate.is_copy for candidate in ranked):
             chosen += [candidate for candidate in fusion.second_round(ranked) if candidate not in chosen]
+        if not any(candidate.is_copy for candidate in ranked):
+            chosen += [candidate for candidate in fusion.correlated(ranked) if candidate not in chosen]
         return chosen
     return rounds
 
@@ -194,11 +212,14 @@ def _judge_all(queries: list[_Query], store, options: QueryOptions, pool, choose
                 earlier = query.candidates.get(ref_id)
                 if earlier is not None and earlier.verification is not None:
                     candidate.verification, candidate.verified_view = earlier.verification, earlier.verified_view
-                    candidate.reference_frame = earlier.reference_frame
+                    candidate.reference_frame, candidate.tried_views = earlier.reference_frame, earlier.tried_views
         query.candidates = fused
         if options.verify:
             ranked = fusion.by_similarity(fused)
-            pending = [candidate for candidate in choose(ranked) if candidate.verification is None]
+            # a candidate verified before is tried again on the small view its thumbnail correlated on
+            pending = [candidate for candidate in choose(ranked) if candidate.verification is None
+                       or (not candidate.is_copy and candidate.correlation_view is not None
+                           and views_to_try(candidate, query.features))]
             verify_candidates(pending, query.features, store.load_keypoints, inner_pool)
         query.seconds += time.perf_counter() - began
 

@@ -35,7 +35,9 @@ class Hit:
     ``similarity``: best cosine similarity over the query's views and the reference's
     regions (vector source), with the ``view`` that gave it; ``pdq_distance``: Hamming
     distance of the closest PDQ variant (PDQ source); ``votes``: the idf-weighted visual
-    words shared with the query (keypoint source).
+    words shared with the query (keypoint source); ``correlation``: the best normalised
+    cross-correlation of the small query view ``correlation_view`` with the reference's
+    thumbnail (thumbnail source).
     """
 
     ref_id: int
@@ -44,6 +46,8 @@ class Hit:
     view: int = 0
     pdq_distance: int | None = None
     votes: float | None = None
+    correlation: float | None = None
+    correlation_view: int | None = None
 
 
 @dataclass
