@@ -23,7 +23,7 @@ from .verify.pdq import MATCH_THRESHOLD as PDQ_MATCH_DISTANCE
 from .verify.pdq import MIN_QUALITY as PDQ_MIN_QUALITY
 from .verify.pdq import pdq_dihedral_with_quality
 from .index.metadata import Reference
-from .regions import small_views
+from .regions import circle_views, small_views
 from .results import VERDICT_COPY, VERDICT_NO_MATCH, VERDICT_SIMILAR, Match, Transform
 
 #: Inliers at which a verified copy's strength is one half.
@@ -191,9 +191,11 @@ def _verify_one(candidate: Candidate, features: QueryFeatures, reference: Keypoi
 
 
 def views_to_try(candidate: Candidate, features: QueryFeatures) -> list[int]:
-    """The views not tried yet: the candidate's evidence views, after, for one found by
-    thumbnail correlation, the small view that correlated and the query's other small views."""
-    views = features.evidence_views(candidate.view)
+    """The views not tried yet: the candidate's evidence views and the query's round avatars
+    (a profile page's avatar verifies on its own frame, whichever view found the reference);
+    first, for one found by thumbnail correlation, the small view that correlated and the
+    query's other small views."""
+    views = list(dict.fromkeys((*features.evidence_views(candidate.view), *circle_views(features.views))))
     if candidate.correlation_view is not None:
         small = [number for number in small_views(features.views) if number != candidate.correlation_view]
         views = list(dict.fromkeys((*features.evidence_views(candidate.correlation_view), *small, *views)))

@@ -139,9 +139,28 @@ def test_round_avatars_find_the_avatar_of_a_profile_page_over_its_banner():
     assert boxes, "no circle found"
     x0, y0, x1, y1 = boxes[0]
     assert abs(x0 - 20) <= 8 and abs(y0 - 148) <= 8 and abs(x1 - 140) <= 8 and abs(y1 - 268) <= 8, boxes
-    names = [view.name for view in query_views(page)]
+    views = query_views(page)
+    names = [view.name for view in views]
     assert "circle0" in names and "circle0+mirror" in names
     assert "circle0" not in [view.name for view in query_views(page, circles=False)]
+    # the avatar's view is 0.85 of its diameter: a little of the page at its corners, all of its rim
+    circle = views[names.index("circle0")].box
+    assert abs((circle[2] - circle[0]) - 0.85 * (x1 - x0)) <= 3 and abs((circle[0] + circle[2]) / 2 - (x0 + x1) / 2) <= 2
+
+
+def test_every_candidate_is_also_verified_on_the_querys_round_avatars():
+    from provenance.matching import Candidate, QueryFeatures, views_to_try
+    from provenance.regions import QueryView
+
+    blank = Image.new("RGB", (8, 8))
+    views = [QueryView("full", blank, False, True, (0, 0, 400, 800)),
+             QueryView("photo0", blank, False, True, (0, 40, 400, 200)),
+             QueryView("circle0", blank, False, True, (20, 150, 120, 250)),
+             QueryView("circle0+mirror", blank, True, True, (20, 150, 120, 250))]
+    features = QueryFeatures(views)
+    assert views_to_try(Candidate(1, view=1), features) == [1, 0, 2]
+    assert views_to_try(Candidate(1, view=2), features) == [2, 0]
+    assert views_to_try(Candidate(1, view=0, tried_views=frozenset({0, 2})), features) == []
 
 
 def test_a_centred_crop_that_a_face_square_covers_is_not_indexed():

@@ -8,7 +8,7 @@ from PIL import Image, ImageDraw
 
 from provenance import Engine
 from provenance.matching import Candidate, QueryFeatures
-from provenance.regions import QueryView, query_views, small_views, whole_view
+from provenance.regions import QueryView, circle_views, query_views, small_views, whole_view
 from provenance.search import fusion
 from provenance.search.sources import Hit, QueryBatch
 from provenance.search.thumbnails import (TEMPLATE_SIDE, ThumbnailSource, best_correlation, thumbnail_levels,
@@ -139,7 +139,7 @@ def test_a_correlated_candidate_is_verified_on_its_small_view_first():
     features = QueryFeatures(query_views(row, mirror=False))
     small = small_views(features.views)
     plain = Candidate(1, similarity=0.5, view=0)
-    assert views_to_try(plain, features) == [0]
+    assert views_to_try(plain, features) == [0, *circle_views(features.views)]
     correlated = Candidate(1, similarity=0.5, view=0, correlation=0.9, correlation_view=small[-1])
     order = views_to_try(correlated, features)
     assert order[0] == small[-1] and set(small) <= set(order) and 0 in order
