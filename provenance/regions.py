@@ -12,6 +12,7 @@ best score over all (view, region) pairs wins.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Sequence, Union
 
@@ -70,10 +71,12 @@ SMALL_VIEW_SIDE = 200
 MIN_VIEW_SIDE = 32
 #: The name of the views cut inside the circles :func:`round_avatars` finds (``circle0``, ...).
 CIRCLE_VIEW = "circle"
-#: Their side, in inscribed-square sides: 1.2 is 0.85 of the circle's diameter. The corners
-#: show a little of the page, but the disc's rim holds many of the keypoints that verify a
-#: profile page's avatar: on the dev eval's failed screenshots, the inscribed square kept
-#: 5-15 ratio-test matches to the true reference, this square 16-28.
+#: Their side, in inscribed-square sides. The embedder sees 0.95 of the inscribed square:
+#: pure photo. Verification sees 1.2 (0.85 of the circle's diameter): the corners show a
+#: little of the page, but the disc's rim holds many of the keypoints that verify a profile
+#: page's avatar (on the dev eval's failed screenshots the inscribed square kept 5-15
+#: ratio-test matches to the true reference, this square 16-28).
+CIRCLE_EMBEDDED_SIDE = 0.95
 CIRCLE_VIEW_SIDE = 1.2
 
 
@@ -199,6 +202,11 @@ class QueryView:
     mirrored: bool
     evidence: bool = True
     box: tuple[int, int, int, int] | None = None  # where the view was cut from the query, in its pixels
+    embedded: Image.Image | None = None  # what the embedder sees, when not all of ``image``
+
+    @property
+    def embedding_image(self) -> Image.Image:
+        return self.image if self.embedded is None else self.embedded
 
 
 def query_views(image: Image.Image, mirror: bool = True, strip: bool = True, photos: bool = True,
@@ -226,7 +234,10 @@ def query_views(image: Image.Image, mirror: bool = True, strip: bool = True, pho
             views.append(cut("disc", (inner[0] + x, inner[1] + y, inner[2] + x, inner[3] + y)))
     if circles:
         for number, box in enumerate(round_avatars(image)):
-            views.append(cut(f"{CIRCLE_VIEW}{number}", _inscribed_square(box, CIRCLE_VIEW_SIDE)))
+            frame, inner = _inscribed_square(box, CIRCLE_VIEW_SIDE), _inscribed_square(box, CIRCLE_EMBEDDED_SIDE)
+            inside = (inner[0] - frame[0], inner[1] - frame[1], inner[2] - frame[0], inner[3] - frame[1])
+            view = cut(f"{CIRCLE_VIEW}{number}", frame)
+            views.append(dataclasses.replace(view, embedded=view.image.crop(inside)))
     views += face_views(image, face_scales)
     mirrored = mirror_views(views) if mirror else []
     if photos:
@@ -281,7 +292,8 @@ def face_views(image: Image.Image, face_scales: Sequence[float], side: int = QUE
 
 def mirror_views(views: Sequence[QueryView]) -> list[QueryView]:
     """The mirror images of ``views`` (named ``NAME+mirror``)."""
-    return [QueryView(view.name + "+mirror", ImageOps.mirror(view.image), True, view.evidence, view.box) for view in views]
+    return [QueryView(view.name + "+mirror", ImageOps.mirror(view.image), True, view.evidence, view.box,
+                      None if view.embedded is None else ImageOps.mirror(view.embedded)) for view in views]
 
 
 def disc_square(image: Image.Image, flat_ratio: float = 0.35) -> tuple[int, int, int, int] | None:

@@ -101,7 +101,7 @@ def recall_at_10(engine, images: list) -> tuple[float, float]:
     from provenance.regions import query_views
     from provenance.search.pipeline import QUERY_DECODE_SIZE
 
-    views = [view.image for image in images for view in query_views(load_image(image, target_size=QUERY_DECODE_SIZE).image)]
+    views = [view.embedding_image for image in images for view in query_views(load_image(image, target_size=QUERY_DECODE_SIZE).image)]
     queries = engine.embedder.embed(views)
     snapshot = engine._store.snapshot  # benchmark: the store's own search against brute force
     _, found = snapshot.search_vectors(queries, 10)

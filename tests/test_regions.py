@@ -146,6 +146,13 @@ def test_round_avatars_find_the_avatar_of_a_profile_page_over_its_banner():
     # the avatar's view is 0.85 of its diameter: a little of the page at its corners, all of its rim
     circle = views[names.index("circle0")].box
     assert abs((circle[2] - circle[0]) - 0.85 * (x1 - x0)) <= 3 and abs((circle[0] + circle[2]) / 2 - (x0 + x1) / 2) <= 2
+    # ... while the embedder sees only the photo inside the disc: 0.95 of its inscribed square
+    view = views[names.index("circle0")]
+    inscribed = (x1 - x0) / 2 ** 0.5
+    assert abs(view.embedding_image.width - 0.95 * inscribed) <= 3 and view.embedding_image.width < view.image.width
+    mirrored = views[names.index("circle0+mirror")]
+    assert mirrored.embedding_image.tobytes() == view.embedding_image.transpose(Image.FLIP_LEFT_RIGHT).tobytes()
+    assert all(v.embedding_image is v.image for v in views if not v.name.startswith("circle"))
 
 
 def test_every_candidate_is_also_verified_on_the_querys_round_avatars():

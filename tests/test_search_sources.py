@@ -24,7 +24,7 @@ def engine(tmp_path, effnet, photo_folder, monkeypatch):
 
 def _batch(engine, images) -> QueryBatch:
     views = [query_views(image) for image in images]
-    arrays = np.stack([engine.embedder.preprocessing.to_array(view.image) for image_views in views for view in image_views])
+    arrays = np.stack([engine.embedder.preprocessing.to_array(view.embedding_image) for image_views in views for view in image_views])
     starts = np.cumsum([0] + [len(image_views) for image_views in views])
     return QueryBatch(engine.embedder.embed_arrays(arrays), starts, [QueryFeatures(v) for v in views])
 

@@ -101,7 +101,7 @@ def _ref_id(engine, seed: int) -> int:
 
 def _views_batch(engine, image) -> QueryBatch:
     views = query_views(image, mirror=False)
-    arrays = np.stack([engine.embedder.preprocessing.to_array(view.image) for view in views])
+    arrays = np.stack([engine.embedder.preprocessing.to_array(view.embedding_image) for view in views])
     return QueryBatch(engine.embedder.embed_arrays(arrays), np.array([0, len(views)]), [QueryFeatures(views)])
 
 

@@ -148,7 +148,7 @@ def _search(queries: list[_Query], new_views: list[list], embedder, sources, opt
     counts = [len(views) for views in new_views]
     if not sources or not sum(counts):
         return
-    arrays = [embedder.preprocessing.to_array(view.image) for views in new_views for view in views]
+    arrays = [embedder.preprocessing.to_array(view.embedding_image) for views in new_views for view in views]
     vectors = embedder.embed_arrays(np.stack(arrays))
     starts = np.cumsum([0] + counts)
     for query, begin, end in zip(queries, starts[:-1], starts[1:]):
