@@ -41,7 +41,7 @@ class Candidate:
     similarity: float = -1.0
     view: int = 0  # index of the query view that gave the best similarity
     pdq_distance: int | None = None
-    votes: float | None = None  # shared visual words (keypoint vote source)
+    votes: float | None = None  # reciprocal rank by shared visual words (keypoint vote source)
     correlation: float | None = None  # best thumbnail correlation of a small view (thumbnail source)
     correlation_view: int | None = None  # the small view that reached it
     tried_views: frozenset[int] = frozenset()  # the query views verification has tried

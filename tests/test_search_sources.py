@@ -197,3 +197,26 @@ def test_votes_equal_a_brute_force_count_of_shared_words(engine):
         got = snapshot.vote(sets, candidates=4)
         assert [(ref_id, which) for ref_id, _, which in got] == [(ref_id, which) for ref_id, _, which in expected[:4]], trial
         assert np.allclose([score for _, score, _ in got], [score for _, score, _ in expected[:4]], rtol=1e-9)
+
+
+def test_keypoint_votes_leave_a_caption_bands_letters_out(engine, photos):
+    """A caption band's letters vote for any reference with text-like words; the band-free
+    keypoints vote too, each list's votes as shares of its best, one hit per reference."""
+    from PIL import ImageDraw, ImageFont
+
+    from provenance.search.local import KeypointVoteSource
+    from provenance.verify.captions import caption_bands
+    from provenance.verify.keypoints import extract_keypoints
+
+    copy = photos[4].copy()
+    width, height = copy.size
+    ImageDraw.Draw(copy).rectangle((0, height - 60, width, height), fill=(200, 30, 110))
+    for line in range(2):
+        ImageDraw.Draw(copy).text((6, height - 58 + 28 * line), "DM me now  cash app only  100% real", fill=(255, 255, 255),
+                                  font=ImageFont.load_default(size=22))
+    assert caption_bands(copy, extract_keypoints(copy))  # the band is found
+    hits = KeypointVoteSource.from_store(engine._store).search(_batch(engine, [copy]))[0]
+    assert _ref_id(engine, 4) in [hit.ref_id for hit in hits[:3]]
+    assert len({hit.ref_id for hit in hits}) == len(hits)
+    assert hits[0].votes == 1.0 and all(0 < hit.votes <= 1.0 for hit in hits)
+    assert all(hit.votes >= later.votes for hit, later in zip(hits, hits[1:]))

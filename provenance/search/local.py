@@ -11,6 +11,14 @@ votes for its 4 nearest cells), normalised by the reference's own word weight. T
 
 The query keypoints are the ones verification extracts anyway (the whole query, and the
 square inside a round avatar or a circle when the query has one).
+
+A query with caption bands (:mod:`provenance.verify.captions`) votes twice: with all its
+keypoints, and with the whole query's keypoints outside the bands, whose letters would vote
+for every reference that holds text. A strip the detector takes for a band may be the photo
+itself (a profile page's avatar between two full-width edges of the page), so neither vote
+replaces the other: a hit's votes are its reciprocal rank in its list, the band-free list
+half a place ahead (its keypoints are the ones that can match a reference), and the best of
+both reach verification: the band-free first, the full list's first, the band-free second.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ from typing import Any
 
 from .. import visual_words as vw
 from ..index.store import IndexStore
+from ..verify.captions import caption_bands, outside_bands
+from ..verify.keypoints import mirror_keypoints
 from .fusion import VOTE_CANDIDATES
 from .sources import CandidateSource, Hit, QueryBatch, register_source
 
@@ -58,9 +68,29 @@ class KeypointVoteSource(CandidateSource):
         for view in _voting_views(features):
             for keypoints in features.keypoints(view):
                 if len(keypoints):
-                    word_sets.append(vw.quantise(keypoints.root_sift, snapshot.codecs.word_codebook, per_half=2))
+                    word_sets.append(self._words(snapshot, keypoints))
                     views.append(view)
         if not word_sets:
             return []
-        return [Hit(ref_id, self.name, view=views[which], votes=score)
-                for ref_id, score, which in snapshot.vote(word_sets, self.candidates)]
+        voted = snapshot.vote(word_sets, self.candidates)
+        whole = features.keypoints(0)[0]
+        bands = caption_bands(features.views[0].image, whole)
+        captionless = outside_bands(whole, bands) if bands else None
+        if captionless is None or not len(captionless):
+            return self._ranked_hits(voted, views)
+        sets = [self._words(snapshot, keypoints) for keypoints in (captionless, mirror_keypoints(captionless))]
+        best: dict[int, Hit] = {}
+        for hit in self._ranked_hits(snapshot.vote(sets, self.candidates), [0, 0]) + self._ranked_hits(voted, views, behind=0.5):
+            if hit.ref_id not in best or hit.votes > best[hit.ref_id].votes:
+                best[hit.ref_id] = hit
+        return sorted(best.values(), key=lambda hit: (-hit.votes, hit.ref_id))
+
+    def _ranked_hits(self, voted: list[tuple[int, float, int]], views: list[int], behind: float = 0.0) -> list[Hit]:
+        """Hits whose votes are ``1 / (1 + rank + behind)`` in their list: lists of different
+        word sets merge by rank, a list ``behind`` by that many places."""
+        return [Hit(ref_id, self.name, view=views[which], votes=1.0 / (1.0 + rank + behind))
+                for rank, (ref_id, _, which) in enumerate(voted)]
+
+    @staticmethod
+    def _words(snapshot, keypoints):
+        return vw.quantise(keypoints.root_sift, snapshot.codecs.word_codebook, per_half=2)

@@ -34,8 +34,9 @@ class Hit:
 
     ``similarity``: best cosine similarity over the query's views and the reference's
     regions (vector source), with the ``view`` that gave it; ``pdq_distance``: Hamming
-    distance of the closest PDQ variant (PDQ source); ``votes``: the idf-weighted visual
-    words shared with the query (keypoint source); ``correlation``: the best normalised
+    distance of the closest PDQ variant (PDQ source); ``votes``: ``1 / (1 + rank)`` by the
+    idf-weighted visual words shared with the query (keypoint source; its lists merge by
+    rank, :mod:`.local`); ``correlation``: the best normalised
     cross-correlation of the small query view ``correlation_view`` with the reference's
     thumbnail (thumbnail source).
     """
