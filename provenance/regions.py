@@ -5,7 +5,8 @@ indexed by a few crops: centred ones (the subject of a portfolio or portrait pho
 near the centre) and squares centred on the subject's face (:mod:`.faces`; without a
 detected face, on where a portrait puts it). On the query side, borders (uniform,
 blurred or letterbox) are stripped, the photo-like areas inside a page are cut out, a
-round avatar's disc is cut to the square inside it, detected faces give squares of the
+round avatar's disc, or a circle on a page (:mod:`.avatars` finds both), is cut to the
+square inside it, detected faces give squares of the
 same sizes as the references' face squares, and the mirrored image is tried too; the
 best score over all (view, region) pairs wins.
 """
@@ -19,7 +20,8 @@ from typing import Any, Sequence, Union
 import numpy as np
 from PIL import Image, ImageOps
 
-from .faces import Face, detect_faces, detection_scale
+from .avatars import disc_square, inscribed_square, round_avatars, squarish
+from .faces import Face, detect_faces
 
 Box = tuple[float, float, float, float]  # fractions of width/height: x0, y0, x1, y1
 
@@ -233,8 +235,8 @@ def query_views(image: Image.Image, mirror: bool = True, strip: bool = True, pho
             x, y = views[-1].box[:2]
             views.append(cut("disc", (inner[0] + x, inner[1] + y, inner[2] + x, inner[3] + y)))
     if circles:
-        for number, box in enumerate(round_avatars(image)):
-            frame, inner = _inscribed_square(box, CIRCLE_VIEW_SIDE), _inscribed_square(box, CIRCLE_EMBEDDED_SIDE)
+        for number, box in enumerate(round_avatars(image, QUERY_DETECT_SIDE)):
+            frame, inner = inscribed_square(box, CIRCLE_VIEW_SIDE), inscribed_square(box, CIRCLE_EMBEDDED_SIDE)
             inside = (inner[0] - frame[0], inner[1] - frame[1], inner[2] - frame[0], inner[3] - frame[1])
             view = cut(f"{CIRCLE_VIEW}{number}", frame)
             views.append(dataclasses.replace(view, embedded=view.image.crop(inside)))
@@ -243,9 +245,9 @@ def query_views(image: Image.Image, mirror: bool = True, strip: bool = True, pho
     if photos:
         for number, box in enumerate(photo_boxes(image)):
             views.append(cut(f"photo{number}", box))
-            if _squarish(box):
+            if squarish(box):
                 # a round avatar hides the square's corners: its inscribed square is pure photo
-                views.append(cut(f"photo{number}-inner", _inscribed_square(box)))
+                views.append(cut(f"photo{number}-inner", inscribed_square(box)))
     return views + mirrored
 
 
@@ -267,7 +269,7 @@ def small_views(views: Sequence[QueryView], circles: bool = True) -> list[int]:
             continue
         if not circles and view.name.startswith(CIRCLE_VIEW):
             continue
-        if max(width, height) <= SMALL_VIEW_SIDE and _squarish((0, 0, width, height), 1.3):
+        if max(width, height) <= SMALL_VIEW_SIDE and squarish((0, 0, width, height), 1.3):
             chosen.append(number)
     return chosen
 
@@ -294,77 +296,6 @@ def mirror_views(views: Sequence[QueryView]) -> list[QueryView]:
     """The mirror images of ``views`` (named ``NAME+mirror``)."""
     return [QueryView(view.name + "+mirror", ImageOps.mirror(view.image), True, view.evidence, view.box,
                       None if view.embedded is None else ImageOps.mirror(view.embedded)) for view in views]
-
-
-def disc_square(image: Image.Image, flat_ratio: float = 0.35) -> tuple[int, int, int, int] | None:
-    """Pixel box of the square inside a round avatar's disc, or None when the image is not one.
-
-    A round avatar is a square-ish image whose corners, outside the inscribed circle, hold
-    a solid colour, a gradient or a blurred copy: far less detail than the disc. The
-    disc's radius is where the radial detail profile drops (an avatar may have a margin).
-    """
-    width, height = image.size
-    if not _squarish((0, 0, width, height)) or min(width, height) < 24:
-        return None
-    side = 96
-    gray = np.asarray(image.convert("L").resize((side, side), Image.Resampling.BILINEAR), dtype=np.float32)
-    energy = np.zeros_like(gray)
-    energy[:, 1:] += np.abs(np.diff(gray, axis=1))
-    energy[1:, :] += np.abs(np.diff(gray, axis=0))
-    centre = (side - 1) / 2
-    yy, xx = np.mgrid[0:side, 0:side]
-    radius = np.hypot(xx - centre, yy - centre) / (side / 2)
-    inner = float(energy[radius < 0.5].mean())
-    corners = float(energy[radius > 1.05].mean())
-    if inner < 2.0 or corners > flat_ratio * inner:
-        return None
-    # the disc ends at the outermost ring that still has detail (ring edges count once)
-    rings = [(r, float(energy[(radius >= r) & (radius < r + 0.05)].mean())) for r in np.arange(0.5, 1.0, 0.05)]
-    edge = max((r + 0.05 for r, level in rings if level >= flat_ratio * inner), default=0.5)
-    half = 0.5 * edge / 2**0.5 * 0.95 * min(width, height)
-    cx, cy = width / 2, height / 2
-    return round(cx - half), round(cy - half), round(cx + half), round(cy + half)
-
-
-def _squarish(box: tuple[int, int, int, int], limit: float = 1.15) -> bool:
-    width, height = box[2] - box[0], box[3] - box[1]
-    return max(width, height) <= limit * min(width, height)
-
-
-def round_avatars(image: Image.Image, max_circles: int = 2, side: int = QUERY_DETECT_SIDE) -> list[tuple[int, int, int, int]]:
-    """Pixel boxes of the circles in ``image`` that may be round avatars, strongest first.
-
-    A profile page shows the stolen photo as a disc beside a banner, name and tiles; its
-    outline is a strong, complete circle even when the photo inside merges with the banner
-    into one textured area (which :func:`photo_boxes` cannot split). OpenCV's gradient
-    Hough transform (``HOUGH_GRADIENT_ALT``, which scores circle completeness) finds it;
-    circles that fill the image are left to :func:`disc_square`.
-    """
-    import cv2
-
-    width, height = image.size
-    scale = detection_scale(image.size, side)
-    small = (max(1, round(width * scale)), max(1, round(height * scale)))
-    if min(small) < 24:
-        return []
-    gray = cv2.GaussianBlur(np.asarray(image.convert("L").resize(small, Image.Resampling.BILINEAR)), (5, 5), 1.5)
-    shortest = min(gray.shape)
-    found = cv2.HoughCircles(gray, cv2.HOUGH_GRADIENT_ALT, dp=1.5, minDist=shortest * 0.1, param1=150, param2=0.8,
-                             minRadius=max(6, int(shortest * 0.04)), maxRadius=int(shortest * 0.42))
-    if found is None:
-        return []
-    boxes = []
-    for x, y, radius in found[0][:max_circles]:
-        box = (round((x - radius) / scale), round((y - radius) / scale), round((x + radius) / scale), round((y + radius) / scale))
-        boxes.append((max(0, box[0]), max(0, box[1]), min(width, box[2]), min(height, box[3])))
-    return boxes
-
-
-def _inscribed_square(box: tuple[int, int, int, int], shrink: float = 1.0) -> tuple[int, int, int, int]:
-    x0, y0, x1, y1 = box
-    inset = (1 - shrink * 2**-0.5) / 2
-    dx, dy = (x1 - x0) * inset, (y1 - y0) * inset
-    return round(x0 + dx), round(y0 + dy), round(x1 - dx), round(y1 - dy)
 
 
 def content_box(image: Image.Image, max_trim: float = 0.45, min_trim: float = 0.03) -> tuple[int, int, int, int] | None:

@@ -82,7 +82,7 @@ def _round_avatar(photo: Image.Image, size: int, fill: float, background) -> Ima
 def test_disc_square_finds_the_photo_inside_a_round_avatar():
     from PIL import ImageFilter
 
-    from provenance.regions import disc_square
+    from provenance.avatars import disc_square
 
     photo = _textured(6, (300, 300))
     blurred = photo.filter(ImageFilter.GaussianBlur(20))
@@ -126,7 +126,8 @@ def test_query_views_cut_the_disc_of_a_round_avatar():
 
 
 def test_round_avatars_find_the_avatar_of_a_profile_page_over_its_banner():
-    from provenance.regions import round_avatars
+    from provenance.avatars import round_avatars
+    from provenance.regions import QUERY_DETECT_SIDE
 
     page = Image.new("RGB", (480, 1000), (255, 255, 255))
     page.paste(_textured(11, (480, 170)), (0, 40))  # the banner: as textured as the photo
@@ -135,7 +136,7 @@ def test_round_avatars_find_the_avatar_of_a_profile_page_over_its_banner():
     page.paste(avatar, (20, 148))
     draw = ImageDraw.Draw(page)
     draw.text((20, 290), "Jane Doe  @jane", fill=(0, 0, 0))
-    boxes = round_avatars(page)
+    boxes = round_avatars(page, QUERY_DETECT_SIDE)
     assert boxes, "no circle found"
     x0, y0, x1, y1 = boxes[0]
     assert abs(x0 - 20) <= 8 and abs(y0 - 148) <= 8 and abs(x1 - 140) <= 8 and abs(y1 - 268) <= 8, boxes
