@@ -71,6 +71,8 @@ COVERED_IOU = 0.8
 SMALL_VIEW_SIDE = 200
 #: ... and its shorter side at least this many (the square inside a 48-px round avatar: 34).
 MIN_VIEW_SIDE = 32
+#: The name of the views cut around the photo-like areas of a page (``photo0``, ...).
+PHOTO_VIEW = "photo"
 #: The name of the views cut inside the circles :func:`round_avatars` finds (``circle0``, ...).
 CIRCLE_VIEW = "circle"
 #: Their side, in inscribed-square sides. The embedder sees 0.95 of the inscribed square:
@@ -244,16 +246,21 @@ def query_views(image: Image.Image, mirror: bool = True, strip: bool = True, pho
     mirrored = mirror_views(views) if mirror else []
     if photos:
         for number, box in enumerate(photo_boxes(image)):
-            views.append(cut(f"photo{number}", box))
+            views.append(cut(f"{PHOTO_VIEW}{number}", box))
             if squarish(box):
                 # a round avatar hides the square's corners: its inscribed square is pure photo
-                views.append(cut(f"photo{number}-inner", inscribed_square(box)))
+                views.append(cut(f"{PHOTO_VIEW}{number}-inner", inscribed_square(box)))
     return views + mirrored
 
 
 def circle_views(views: Sequence[QueryView]) -> list[int]:
     """Numbers of the unmirrored views cut inside a round avatar found in the query."""
     return [number for number, view in enumerate(views) if view.name.startswith(CIRCLE_VIEW) and not view.mirrored]
+
+
+def on_a_page(views: Sequence[QueryView]) -> bool:
+    """Whether the query is a page around photos: its photo-like areas gave views."""
+    return any(view.name.startswith(PHOTO_VIEW) for view in views)
 
 
 def small_views(views: Sequence[QueryView], circles: bool = True) -> list[int]:

@@ -79,6 +79,20 @@ def test_small_views_are_small_square_evidence_views():
     assert small_views([whole_view(synthetic_photo(3).resize((120, 110)))]) == [0]
 
 
+def test_a_small_circle_starts_the_source_only_on_a_page():
+    from provenance.search.thumbnails import starts_source
+
+    blank = lambda side: Image.new("RGB", (side, side))  # noqa: E731
+    whole = QueryView("full", Image.new("RGB", (480, 900)), False, True, (0, 0, 480, 900))
+    circle = QueryView("circle0", blank(90), False, True, (20, 150, 110, 240))
+    banner = QueryView("photo0", Image.new("RGB", (480, 200)), False, True, (0, 40, 480, 240))
+    small_photo = QueryView("photo0", blank(100), False, True, (20, 20, 120, 120))
+    assert not starts_source([whole, circle], 2)  # a circle in a photo's texture
+    assert starts_source([whole, banner, circle], 3)  # an avatar's outline on a page
+    assert not starts_source([whole, banner, circle], 2)  # the circle was not embedded
+    assert starts_source([whole, small_photo], 2)
+
+
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory, effnet):
     import provenance.index.codecs as codecs

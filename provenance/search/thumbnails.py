@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from ..index.vectors import reference_ids, region_numbers
-from ..regions import small_views
+from ..regions import on_a_page, small_views
 from .sources import CandidateSource, Hit, QueryBatch, register_source
 
 #: The share of a small view's side correlated: its centre, which a round avatar's mask,
@@ -126,6 +126,17 @@ def _halved(template: np.ndarray) -> np.ndarray:
     return cv2.resize(template, (side, side), interpolation=cv2.INTER_AREA)
 
 
+def starts_source(views: Sequence[Any], embedded: int) -> bool:
+    """Whether a query with these ``views`` (the first ``embedded`` of them embedded) is
+    correlated: it has a small photo box, or it is a page with a small circle."""
+    # on a photo the Hough transform finds small circles in texture (a third of the dev
+    # negatives have one); on a page (photo-like areas: a tenth of the negatives) a circle is
+    # an avatar's outline
+    if any(number < embedded for number in small_views(views, circles=False)):
+        return True
+    return on_a_page(views) and any(number < embedded for number in small_views(views))
+
+
 @register_source
 class ThumbnailSource(CandidateSource):
     """Correlation of a query's small views with its nearest references' thumbnails (module docstring)."""
@@ -147,10 +158,7 @@ class ThumbnailSource(CandidateSource):
         for image, features in enumerate(batch.features):
             rows = batch.rows(image)
             numbers = [number for number in small_views(features.views) if number < rows.stop - rows.start]
-            # on a photo the Hough transform finds small circles in texture (a third of the dev
-            # negatives have one), while a small avatar on a page, on its flat colour, is a photo
-            # box too: only that starts the source; the circles then help find and correlate it
-            started = any(number < rows.stop - rows.start for number in small_views(features.views, circles=False))
+            started = starts_source(features.views, rows.stop - rows.start)
             templates = view_templates(features.views, numbers) if started else []
             if not templates:
                 hits.append([])
