@@ -3,8 +3,8 @@
 A 32-64 px avatar, upscaled by the screenshot that shows it, keeps little that an
 embedding can tell apart: its true reference embeds at 0.65-0.87 to it and ranks behind
 other photos of similar-looking people. Its pixels still say which photograph it is.
-This source takes the query's small square views (an avatar's photo box or disc, or a
-small query as a whole), fetches their nearest :data:`CORRELATED_REFERENCES` references by
+This source takes the query's small square views (an avatar's photo box or disc, a small
+circle on a page, or a small query as a whole), fetches their nearest :data:`CORRELATED_REFERENCES` references by
 vector similarity, and correlates the view's centre (grey, :data:`TEMPLATE_SIDE` px, plain
 and mirrored) with each candidate's stored thumbnail at every position over
 :data:`SCALES` sizes. Fusion sends the best-correlated few to geometric verification,
