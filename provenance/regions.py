@@ -13,8 +13,7 @@ best score over all (view, region) pairs wins.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence, Union
 
 import numpy as np
@@ -241,7 +240,7 @@ def query_views(image: Image.Image, mirror: bool = True, strip: bool = True, pho
             frame, inner = inscribed_square(box, CIRCLE_VIEW_SIDE), inscribed_square(box, CIRCLE_EMBEDDED_SIDE)
             inside = (inner[0] - frame[0], inner[1] - frame[1], inner[2] - frame[0], inner[3] - frame[1])
             view = cut(f"{CIRCLE_VIEW}{number}", frame)
-            views.append(dataclasses.replace(view, embedded=view.image.crop(inside)))
+            views.append(replace(view, embedded=view.image.crop(inside)))
     views += face_views(image, face_scales)
     mirrored = mirror_views(views) if mirror else []
     if photos:

@@ -28,7 +28,6 @@ from typing import Any
 from .. import visual_words as vw
 from ..index.store import IndexStore
 from ..verify.captions import caption_bands, outside_bands
-from ..verify.keypoints import mirror_keypoints
 from .fusion import VOTE_CANDIDATES
 from .sources import CandidateSource, Hit, QueryBatch, register_source
 
@@ -73,12 +72,12 @@ class KeypointVoteSource(CandidateSource):
         if not word_sets:
             return []
         voted = snapshot.vote(word_sets, self.candidates)
-        whole = features.keypoints(0)[0]
-        bands = caption_bands(features.views[0].image, whole)
-        captionless = outside_bands(whole, bands) if bands else None
-        if captionless is None or not len(captionless):
+        plain, mirrored = features.keypoints(0)
+        bands = caption_bands(features.views[0].image, plain)
+        captionless = [outside_bands(keypoints, bands) for keypoints in (plain, mirrored)] if bands else []
+        if not captionless or not len(captionless[0]):
             return self._ranked_hits(voted, views)
-        sets = [self._words(snapshot, keypoints) for keypoints in (captionless, mirror_keypoints(captionless))]
+        sets = [self._words(snapshot, keypoints) for keypoints in captionless]  # bands are rows: a mirror keeps them
         best: dict[int, Hit] = {}
         for hit in self._ranked_hits(snapshot.vote(sets, self.candidates), [0, 0]) + self._ranked_hits(voted, views, behind=0.5):
             if hit.ref_id not in best or hit.votes > best[hit.ref_id].votes:
