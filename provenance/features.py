@@ -45,9 +45,9 @@ PDQ_BLOB_SIZE = 33
 STORED_KEYPOINTS = 300
 #: Width of the focus square in face sizes: the larger of the references' face squares.
 FOCUS_SCALE = 1.2
-#: Longer side and WebP quality of the stored thumbnail (about 2 KB for a portrait).
+#: Longer side and WebP quality of the stored thumbnail (about 1.9 KB for a portrait; 2.2 at quality 50).
 THUMB_SIDE = 160
-THUMB_QUALITY = 50
+THUMB_QUALITY = 40
 THUMB_MIME = "image/webp"
 
 _MAGIC = b"PVLF"
@@ -121,12 +121,15 @@ def stored_subset(keypoints: Keypoints, count: int = STORED_KEYPOINTS) -> Keypoi
                      keypoints.method)
 
 
-def encode_local_features(keypoints: "Keypoints | StoredKeypoints", codecs: "Codecs | None") -> bytes:
+def encode_local_features(keypoints: "Keypoints | StoredKeypoints", codecs: "Codecs | None",
+                          codes: np.ndarray | None = None) -> bytes:
     """The stored form of (at most :data:`STORED_KEYPOINTS` of) a reference's SIFT keypoints.
 
     Without codecs the SIFT bytes are kept as they are, so ``keypoints`` must then be
     :class:`~provenance.verify.keypoints.Keypoints`; with codecs a
-    :class:`StoredKeypoints` read from another index can be coded again.
+    :class:`StoredKeypoints` read from another index can be coded again. ``codes``: the
+    descriptors' codes where the caller coded many references' in one call
+    (:func:`stored_descriptors` of each, then ``Codecs.encode_descriptors``).
     """
     if keypoints.method != "sift":
         raise ValueError("references store SIFT keypoints")
@@ -139,10 +142,16 @@ def encode_local_features(keypoints: "Keypoints | StoredKeypoints", codecs: "Cod
             raise ValueError("decoded keypoints can only be stored with codecs")
         kind, descriptors = _RAW, kept.descriptors
     else:
-        kind, descriptors = _PQ, codecs.encode_descriptors(kept.root_sift[:STORED_KEYPOINTS])
+        kind, descriptors = _PQ, codecs.encode_descriptors(stored_descriptors(kept)) if codes is None else codes
     count = len(descriptors)
     header = _HEADER.pack(_MAGIC, _VERSION, kind, count, kept.width, kept.height)
     return header + _pack_positions(positions[:count]) + np.ascontiguousarray(descriptors, dtype=np.uint8).tobytes()
+
+
+def stored_descriptors(keypoints: "Keypoints | StoredKeypoints") -> np.ndarray:
+    """The RootSIFT descriptors :func:`encode_local_features` codes for ``keypoints``."""
+    kept = stored_subset(keypoints) if isinstance(keypoints, Keypoints) else keypoints
+    return kept.root_sift[:STORED_KEYPOINTS]
 
 
 def _pack_positions(positions: np.ndarray) -> bytes:
@@ -160,14 +169,14 @@ def _unpack_positions(data: bytes, count: int, offset: int) -> np.ndarray:
 
 def decode_local_features(data: bytes, codecs: "Codecs | None") -> StoredKeypoints:
     """Inverse of :func:`encode_local_features`; raises ValueError on a malformed record."""
-    from .index.codecs import DESCRIPTOR_SUBVECTORS
-
     if len(data) < _HEADER.size:
         raise ValueError("local-feature record too short")
     magic, version, kind, count, width, height = _HEADER.unpack_from(data)
     if magic != _MAGIC or version != _VERSION or kind not in (_RAW, _PQ):
         raise ValueError("not a local-feature record (bad magic, version or kind)")
-    width_bytes = 128 if kind == _RAW else DESCRIPTOR_SUBVECTORS
+    if kind == _PQ and codecs is None:
+        raise ValueError("a coded local-feature record needs the index's codecs")
+    width_bytes = 128 if kind == _RAW else codecs.descriptor_bytes
     if len(data) != _HEADER.size + count * (3 + width_bytes):
         raise ValueError("local-feature record has the wrong length")
     positions = _unpack_positions(data, count, _HEADER.size)
@@ -176,8 +185,6 @@ def decode_local_features(data: bytes, codecs: "Codecs | None") -> StoredKeypoin
     if kind == _RAW:
         root = Keypoints(xy, descriptors, width, height, "sift").root_sift
     else:
-        if codecs is None:
-            raise ValueError("a coded local-feature record needs the index's codecs")
         root = codecs.decode_descriptors(descriptors)
         root = root / np.maximum(np.linalg.norm(root, axis=1, keepdims=True), 1e-6)
     bias = codecs.descriptor_error if kind == _PQ else 0.0

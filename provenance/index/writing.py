@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import visual_words as vw
 from ..features import FEATURES_BLOB, FEATURES_CODEC_BLOB, KEYPOINTS_BLOB, PDQ_BLOB, PDQ_BLOB_SIZE, THUMB_BLOB
-from ..features import decode_local_features, encode_local_features, recode_local_features
+from ..features import decode_local_features, encode_local_features, recode_local_features, stored_descriptors
 from ..verify.keypoints import Keypoints
 from .codecs import RAW, Codecs, train_codecs
 from .ivf import IVF_FROM_VECTORS, RETRAIN_GROWTH, SEGMENT_IVF_FROM, TRAINING_PER_LIST, build_companion, companion_name
@@ -43,7 +43,7 @@ def commit_pending(store: "IndexStore") -> None:
             items = [item for segment in raw for item in _recoded(segment, hidden, codecs)]
             dropped = [segment.name for segment in raw]
             cleared = [int(ref_id) for segment in raw for ref_id in segment.refs if _contains(hidden, int(ref_id))]
-        items += [_encoded(store, item, codecs) for item in pending]
+        items += _encoded_all(store, pending, codecs)
         items.sort(key=lambda item: item.ref_id)
         added = []
         if items:
@@ -167,15 +167,28 @@ def _descriptors(store: "IndexStore", item: "Pending") -> np.ndarray:
     return decode_local_features(item.blobs[FEATURES_BLOB], store.known_codecs(item.blobs[FEATURES_CODEC_BLOB])).root_sift
 
 
-def _encoded(store: "IndexStore", item: "Pending", codecs: Codecs | None) -> SegmentInput:
+def _encoded_all(store: "IndexStore", pending: list["Pending"], codecs: Codecs | None) -> list[SegmentInput]:
+    """The staged references as segment rows; their extracted descriptors coded in one call."""
+    extracted = {index: Keypoints.from_bytes(item.blobs[KEYPOINTS_BLOB])
+                 for index, item in enumerate(pending) if KEYPOINTS_BLOB in item.blobs}
+    codes: dict[int, np.ndarray] = {}
+    if codecs is not None and extracted:
+        blocks = [stored_descriptors(keypoints) for keypoints in extracted.values()]
+        coded = codecs.encode_descriptors(np.concatenate(blocks))
+        bounds = np.cumsum([0] + [len(block) for block in blocks])
+        codes = {index: coded[start:stop] for index, start, stop in zip(extracted, bounds[:-1], bounds[1:])}
+    return [_encoded(store, item, codecs, extracted.get(index), codes.get(index)) for index, item in enumerate(pending)]
+
+
+def _encoded(store: "IndexStore", item: "Pending", codecs: Codecs | None, keypoints: Keypoints | None,
+             codes: np.ndarray | None) -> SegmentInput:
     pdq = item.blobs[PDQ_BLOB]
     if len(pdq) != PDQ_BLOB_SIZE:
         raise ValueError(f"a PDQ blob has {PDQ_BLOB_SIZE} bytes, not {len(pdq)}")
-    if KEYPOINTS_BLOB in item.blobs:
-        keypoints = Keypoints.from_bytes(item.blobs[KEYPOINTS_BLOB])
+    if keypoints is not None:
         # the words come from every extracted keypoint: postings cost two or four bytes a
-        # word where a stored keypoint costs nineteen, and votes find copies by them
-        record, root = encode_local_features(keypoints, codecs), keypoints.root_sift
+        # word where a stored keypoint costs fifteen, and votes find copies by them
+        record, root = encode_local_features(keypoints, codecs, codes), keypoints.root_sift
     else:  # a record copied from another index: kept when coded alike, else coded again
         record, root = _copied_record(store, item, codecs)
     words = vw.quantise(root, codecs.word_codebook) if codecs is not None else np.zeros(0, np.uint16)
