@@ -29,6 +29,10 @@ def test_packed_codes_round_trip(bits):
     assert np.array_equal(unpack_codes(packed, 8, bits), codes)
 
 
+def _errors(codecs: Codecs, descriptors: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    return np.sum((descriptors - codecs.decode_descriptors(codes)) ** 2, axis=1)
+
+
 def test_codes_are_faiss_product_quantiser_codes(wide):
     import faiss
 
@@ -37,10 +41,12 @@ def test_codes_are_faiss_product_quantiser_codes(wide):
     assert (subvectors, centroids, width) == (8, 4096, 16) and codecs.descriptor_bytes == 12
     pq = faiss.ProductQuantizer(128, subvectors, 12)
     faiss.copy_array_to_vector(np.ascontiguousarray(codecs.descriptor_centroids.ravel()), pq.centroids)
-    sample = descriptors[:500]
-    ours = codecs.encode_descriptors(sample)
-    assert np.array_equal(ours, pq.compute_codes(np.ascontiguousarray(sample)))
+    sample = np.ascontiguousarray(descriptors[:500])
+    ours, theirs = codecs.encode_descriptors(sample), pq.compute_codes(sample)
+    # the same bit layout both ways; the same nearest centroids up to float ties
     np.testing.assert_array_equal(codecs.decode_descriptors(ours), pq.decode(ours))
+    np.testing.assert_array_equal(codecs.decode_descriptors(theirs), pq.decode(theirs))
+    np.testing.assert_allclose(_errors(codecs, sample, ours), _errors(codecs, sample, theirs), atol=1e-5)
 
 
 def test_each_sub_vector_decodes_to_its_nearest_centroid(wide):
@@ -99,3 +105,13 @@ def test_the_coding_error_is_what_new_descriptors_get(wide):
     assert codecs.descriptor_error == pytest.approx(fresh, rel=0.05)
     # on the descriptors it was fitted to the quantiser does better than on new ones
     assert _coding_error(codecs, trained_on[:5000]) < 0.95 * fresh
+
+
+def test_coding_in_blocks_on_threads_equals_coding_row_by_row(wide, monkeypatch):
+    codecs, descriptors = wide
+    monkeypatch.setattr(codecs_module, "ENCODE_BLOCK", 64)
+    sample = descriptors[:1000]  # 16 blocks a sub-vector: the threaded path
+    together = codecs.encode_descriptors(sample)
+    apart = np.concatenate([codecs.encode_descriptors(sample[start:start + 7]) for start in range(0, 1000, 7)])
+    assert together.shape == apart.shape == (1000, 12)
+    np.testing.assert_allclose(_errors(codecs, sample, together), _errors(codecs, sample, apart), atol=1e-5)

@@ -105,8 +105,13 @@ def test_raw_vectors_are_float16_close(tmp_path):
     np.testing.assert_allclose(stored, np.stack([vectors[int(i)] for i in ids]), atol=1e-3)
 
 
-def test_codecs_are_trained_once_and_rewrite_the_raw_segments(tmp_path, small_training):
+def test_codecs_are_trained_once_and_rewrite_the_raw_segments(tmp_path, small_training, monkeypatch):
+    import provenance.index.writing as writing
+
+    monkeypatch.setattr(writing, "CODED_TOGETHER", 4)  # the staged references' keypoints coded four at a time
     store = IndexStore.create(tmp_path / "idx", DESCRIPTION)
+    staged, stage = {}, store.stage
+    monkeypatch.setattr(store, "stage", lambda ref_id, *args: (staged.setdefault(ref_id, args[-1]), stage(ref_id, *args)))
     originals = _add(store, 0, 10, seed=1)
     store.save()
     assert store.snapshot.codecs is None and store.snapshot.segments[0].info["codec"] == "raw"
@@ -125,6 +130,11 @@ def test_codecs_are_trained_once_and_rewrite_the_raw_segments(tmp_path, small_tr
     features = snapshot.local_features(5)
     assert len(features) == 120 and features.root_sift.shape == (120, 128)
     np.testing.assert_allclose(np.linalg.norm(features.root_sift, axis=1), 1.0, atol=1e-5)
+    for ref_id in (0, 5, 17, 33):  # each record holds its own reference's descriptors, coded
+        own = Keypoints.from_bytes(staged[ref_id][KEYPOINTS_BLOB]).root_sift
+        other = Keypoints.from_bytes(staged[ref_id + 1][KEYPOINTS_BLOB]).root_sift
+        decoded = snapshot.local_features(ref_id).root_sift
+        assert np.mean(np.sum(own * decoded, axis=1)) > np.mean(np.sum(other * decoded, axis=1)) + 0.02
     reopened = IndexStore.open(tmp_path / "idx", DESCRIPTION, read_only=True)
     assert reopened.snapshot.codecs.version == snapshot.codecs.version
 
