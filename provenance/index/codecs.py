@@ -104,10 +104,16 @@ class Codecs:
         return index
 
     @property
+    def descriptor_pq(self) -> tuple[int, int]:
+        """(sub-vectors, bits per sub-vector code) of the descriptor quantiser (one of :data:`DESCRIPTOR_PQS`)."""
+        subvectors, centroids = self.descriptor_centroids.shape[:2]
+        return int(subvectors), int(centroids).bit_length() - 1
+
+    @property
     def descriptor_bytes(self) -> int:
         """Bytes of one keypoint's descriptor code."""
-        subvectors, centroids = self.descriptor_centroids.shape[:2]
-        return (subvectors * (int(centroids).bit_length() - 1) + 7) // 8
+        subvectors, bits = self.descriptor_pq
+        return (subvectors * bits + 7) // 8
 
     @cached_property
     def _half_centroid_norms(self) -> np.ndarray:
@@ -122,8 +128,8 @@ class Codecs:
         nearest centroid, packed little-endian as FAISS packs product-quantiser codes."""
         from ..blas import single_threaded_blas
 
-        subvectors, centroids, width = self.descriptor_centroids.shape
-        rows = np.ascontiguousarray(root_sift, dtype=np.float32).reshape(-1, subvectors, width)
+        subvectors, bits = self.descriptor_pq
+        rows = np.ascontiguousarray(root_sift, dtype=np.float32).reshape(-1, subvectors, 128 // subvectors)
         codes = np.empty((len(rows), subvectors), np.int64)
         columns, norms = self._centroid_columns, self._half_centroid_norms
 
@@ -140,14 +146,14 @@ class Codecs:
         else:
             for block in blocks:
                 assign(block)
-        return pack_codes(codes, int(centroids).bit_length() - 1)
+        return pack_codes(codes, bits)
 
     def decode_descriptors(self, codes: np.ndarray) -> np.ndarray:
         """Approximate RootSIFT (n, 128) float32 of :meth:`encode_descriptors` codes."""
-        subvectors, centroids = self.descriptor_centroids.shape[:2]
+        subvectors, bits = self.descriptor_pq
         if not len(codes):
             return np.zeros((0, 128), np.float32)
-        indices = unpack_codes(codes, subvectors, int(centroids).bit_length() - 1)
+        indices = unpack_codes(codes, subvectors, bits)
         return self.descriptor_centroids[np.arange(subvectors)[None, :], indices].reshape(len(codes), 128)
 
     def to_bytes(self) -> bytes:
