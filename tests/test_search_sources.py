@@ -220,3 +220,28 @@ def test_keypoint_votes_leave_a_caption_bands_letters_out(engine, photos):
     assert len({hit.ref_id for hit in hits}) == len(hits)
     assert hits[0].votes == 1.0 and all(0 < hit.votes <= 1.0 for hit in hits)
     assert all(hit.votes >= later.votes for hit, later in zip(hits, hits[1:]))
+
+
+def test_sources_search_side_by_side_and_answer_in_their_order():
+    import threading
+
+    from provenance.search.pipeline import _search_sources
+
+    class Meeting:
+        """A source that waits (bounded) for every other one to have started."""
+
+        def __init__(self, name, started, count):
+            self.name, self.started, self.count = name, started, count
+
+        def search(self, batch):
+            self.started.append(self.name)
+            for _ in range(200):  # up to 2 s: one after the other, the first never meets the rest
+                if len(self.started) == self.count:
+                    return [[self.name, True]]
+                threading.Event().wait(0.01)
+            return [[self.name, False]]
+
+    started: list[str] = []
+    sources = [Meeting(name, started, 3) for name in ("vectors", "pdq", "keypoints")]
+    answers = _search_sources(sources, batch=None)
+    assert answers == [[["vectors", True]], [["pdq", True]], [["keypoints", True]]]

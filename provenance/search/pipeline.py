@@ -154,8 +154,8 @@ def _search(queries: list[_Query], new_views: list[list], embedder, sources, opt
     for query, begin, end in zip(queries, starts[:-1], starts[1:]):
         query.vectors.append(vectors[begin:end])
     batch = QueryBatch(vectors, starts, [query.features for query in queries], options.searched_regions, pool)
-    for source in sources:
-        for query, count, hits in zip(queries, counts, source.search(batch)):
+    for source_hits in _search_sources(sources, batch):
+        for query, count, hits in zip(queries, counts, source_hits):
             offset = len(query.features.views) - count
             query.hits += [dataclasses.replace(hit, view=hit.view + offset) for hit in hits] if offset else hits
 
@@ -174,10 +174,23 @@ def _escalate(queries: list[_Query], embedder, vector_sources, later_sources, st
     _search(queries, added, embedder, vector_sources, options, pool)
     if later_sources:
         batch = _all_views_batch(queries, embedder.dim, options, pool)
-        for source in later_sources:
-            for query, hits in zip(queries, source.search(batch)):
+        for source_hits in _search_sources(later_sources, batch):
+            for query, hits in zip(queries, source_hits):
                 query.hits += hits
     _judge_all(queries, store, options, pool, _second_stage_round(options))
+
+
+def _search_sources(sources: Sequence[CandidateSource], batch: QueryBatch) -> list[list[list[Hit]]]:
+    """Each source's hits for ``batch``, in the order of ``sources``. The sources search side by
+    side: each spends most of its time in FAISS, numpy or OpenCV, which release the GIL, and
+    alone it keeps one core busy. Each gets a thread of its own, not one of the batch's pool,
+    whose tasks (keypoint extraction, correlation) it may wait on."""
+    if len(sources) < 2:
+        return [source.search(batch) for source in sources]
+    with ThreadPoolExecutor(len(sources) - 1) as helpers:
+        later = [helpers.submit(source.search, batch) for source in sources[1:]]
+        first = sources[0].search(batch)
+        return [first] + [future.result() for future in later]
 
 
 def _all_views_batch(queries: list[_Query], dim: int, options: QueryOptions, pool) -> QueryBatch:
