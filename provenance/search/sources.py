@@ -88,7 +88,12 @@ class CandidateSource(ABC):
 
     @abstractmethod
     def search(self, batch: QueryBatch) -> list[list[Hit]]:
-        """Per image of ``batch``, the references proposed (any order, one hit per reference)."""
+        """Per image of ``batch``, the references proposed (any order, one hit per reference).
+
+        Called beside the other sources of the same stage on other threads, with the same
+        ``batch``: a source may read the batch's features and extract their keypoints (the
+        same whichever thread extracts them), but must not change what another source reads.
+        """
 
 
 #: name -> source class; :func:`register_source` adds to it.
