@@ -150,8 +150,9 @@ def encode_local_features(keypoints: "Keypoints | StoredKeypoints", codecs: "Cod
 
 def stored_descriptors(keypoints: "Keypoints | StoredKeypoints") -> np.ndarray:
     """The RootSIFT descriptors :func:`encode_local_features` codes for ``keypoints``."""
-    kept = stored_subset(keypoints) if isinstance(keypoints, Keypoints) else keypoints
-    return kept.root_sift[:STORED_KEYPOINTS]
+    # RootSIFT is computed row by row, so the stored subset's is a prefix of the whole set's,
+    # which the writer computes anyway for the visual words
+    return keypoints.root_sift[:STORED_KEYPOINTS]
 
 
 def _pack_positions(positions: np.ndarray) -> bytes:
