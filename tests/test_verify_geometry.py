@@ -178,6 +178,25 @@ def test_thresholds_are_respected(reference):
     assert default.verified and not strict.verified
 
 
+def test_the_inlier_bar_follows_a_reference_with_few_keypoints():
+    bar = Thresholds()
+    assert [bar.required_inliers(n) for n in (300, 100, 99, 80, 40, 0)] == [15, 15, 15, 12, 10, 10]
+    assert Thresholds(min_inliers=5).required_inliers(40) == 5  # a looser bar is never raised
+
+
+def test_a_crop_of_a_smooth_photo_verifies_on_its_few_keypoints(reference):
+    from provenance.verify.keypoints import Keypoints
+
+    image, ref_kp = reference
+    # a smooth photo's reference: only its first 40 (spread-selected) keypoints
+    smooth = Keypoints(ref_kp.xy[:40], ref_kp.descriptors[:40], ref_kp.width, ref_kp.height, ref_kp.method)
+    query_kp = extract_keypoints(_jpeg(image.crop((48, 36, 432, 324))))
+    result = verify_pair(query_kp, smooth)
+    assert 10 <= result.inliers < 15 and result.verified
+    assert not verify_pair(query_kp, smooth, thresholds=Thresholds(full_bar_keypoints=0)).verified  # the full bar
+    assert not verify_pair(extract_keypoints(synthetic_photo(13)), smooth).verified
+
+
 def test_a_shared_logo_on_two_different_photos_is_not_a_copy():
     from provenance.verify.geometry import verify_with_mirror
     from provenance.verify.keypoints import extract_keypoints, extract_keypoints_with_mirror

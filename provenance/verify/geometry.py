@@ -74,7 +74,11 @@ class Thresholds:
     """Acceptance rules. A pair verifies when all of these hold (bench figures in
     brackets; "copies" are the verified ones, "negatives" other photos):
 
-    * ``inliers >= min_inliers`` (unrelated photos <= 7; copies >= 19, mostly > 50).
+    * ``inliers >= min_inliers`` (unrelated photos <= 7; copies >= 19, mostly > 50), or,
+      against a reference with fewer than ``full_bar_keypoints`` stored keypoints, that
+      bar in proportion to them and at least ``min_inliers_floor``: a smooth photo (a
+      bowl, a sky) gives a copy of itself only a few keypoints to agree on, and chance
+      agreements are rarer still where there are few keypoints to agree by chance.
     * ``inlier_ratio >= min_inlier_ratio``: inliers over the ratio-test matches whose
       query point lands inside the reference, so that a meme border or a collage
       neighbour does not count against a copy (copies >= 0.66, only 96 px avatars
@@ -103,6 +107,8 @@ class Thresholds:
     """
 
     min_inliers: int = 15
+    full_bar_keypoints: int = 100
+    min_inliers_floor: int = 10
     min_inlier_ratio: float = 0.6
     max_near_miss_ratio: float = 0.4
     clean_ratio: float = 0.85
@@ -110,6 +116,11 @@ class Thresholds:
     min_second_motion: int = 8
     max_second_motion_ratio: float = 0.25
     min_support: float = 0.025
+
+    def required_inliers(self, reference_keypoints: int) -> int:
+        """The inlier bar against a reference with ``reference_keypoints`` stored keypoints."""
+        scaled = math.ceil(self.min_inliers * reference_keypoints / max(1, self.full_bar_keypoints))
+        return min(self.min_inliers, max(self.min_inliers_floor, scaled))
 
 
 DEFAULT_THRESHOLDS = Thresholds()
@@ -180,7 +191,8 @@ def verify_pair(
     if query.method != reference.method:
         raise ValueError(f"cannot match {query.method} keypoints against {reference.method}")
     q_idx, r_idx = match_descriptors(query, reference, ratio=ratio)
-    if len(q_idx) < max(3, thresholds.min_inliers):  # too few matches to ever give enough inliers
+    needed = thresholds.required_inliers(len(reference))
+    if len(q_idx) < max(3, needed):  # too few matches to ever give enough inliers
         return _unverified(len(q_idx), mirrored)
     sq = NORMALISED_SIDE / max(query.width, query.height)
     sr = NORMALISED_SIDE / max(reference.width, reference.height)
@@ -188,14 +200,14 @@ def verify_pair(
     dst = ((reference.xy[r_idx] + 0.5) * sr).astype(np.float32)
     best = _unverified(len(q_idx), mirrored)
     for model in models:
-        if model == "perspective" and best.inliers < thresholds.min_inliers:
+        if model == "perspective" and best.inliers < needed:
             # a view at an angle still leaves an affine fit with many inliers (photos of a
             # screen: 41 or more); without them a homography's RANSAC only costs time
             continue
         fit = _fit_transform(model, src, dst, ransac_threshold)
         if fit is None:
             continue
-        result = _describe(query, reference, model, fit, src, dst, (sq, sr, ransac_threshold), mirrored, thresholds)
+        result = _describe(query, reference, model, fit, src, dst, (sq, sr, ransac_threshold), mirrored, thresholds, needed)
         if (result.verified, result.inliers) > (best.verified, best.inliers):
             best = result
         if best.verified:  # the simpler model suffices; do not give RANSAC more freedom
@@ -346,7 +358,7 @@ def _sane(matrix: np.ndarray, max_anisotropy: float) -> bool:
     return 1 / MAX_NORMALISED_SCALE <= scale <= MAX_NORMALISED_SCALE
 
 
-def _describe(query, reference, model, fit, src, dst, scales, mirrored, thresholds) -> Verification:
+def _describe(query, reference, model, fit, src, dst, scales, mirrored, thresholds, needed) -> Verification:
     """Turn a fitted normalised transform into a judged :class:`Verification`."""
     m_norm, mask = fit
     sq, sr, tolerance = scales
@@ -366,11 +378,11 @@ def _describe(query, reference, model, fit, src, dst, scales, mirrored, threshol
         inlier_ratio=inliers / max(1, int((lands_inside | mask).sum())),
         near_misses=int(((error > tolerance) & (error <= NEAR_MISS_RADIUS) & ~mask).sum()),
         hull_fraction=hull_area(dst[mask] / sr) / shared if shared > 0 else 0.0,
-        second_motion=_second_motion(src, dst, error, tolerance) if inliers >= thresholds.min_inliers else 0,
+        second_motion=_second_motion(src, dst, error, tolerance) if inliers >= needed else 0,
     )
     # how much of either picture the agreeing points span: a logo or a caption spans little of both
     support = max(hull_area(src[mask] / sq) / (qw * qh), hull_area(dst[mask] / sr) / (rw * rh))
-    verified = shared > 0 and _passes(thresholds, model, **stats)
+    verified = shared > 0 and _passes(thresholds, model, needed, **stats)
     refusal = None
     if verified and support < thresholds.min_support:
         verified, refusal = False, REFUSED_COMPACT
@@ -401,6 +413,7 @@ def _describe(query, reference, model, fit, src, dst, scales, mirrored, threshol
 def _passes(
     t: Thresholds,
     model: str,
+    needed: int,
     *,
     inliers: int,
     inlier_ratio: float,
@@ -411,7 +424,7 @@ def _passes(
     """The acceptance rules documented on :class:`Thresholds`."""
     clean = inlier_ratio >= t.clean_ratio
     return (
-        inliers >= t.min_inliers
+        inliers >= needed
         and inlier_ratio >= t.min_inlier_ratio
         and near_misses <= t.max_near_miss_ratio * inliers
         and (clean or hull_fraction >= t.min_hull_fraction)
