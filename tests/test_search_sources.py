@@ -118,6 +118,41 @@ def test_keypoint_votes_find_a_copy_under_stickers(engine, photos):
     assert all(hit.votes >= later.votes for hit, later in zip(hits, hits[1:]))
 
 
+def test_every_voting_view_has_a_list_and_its_first_reaches_verification(engine, photos):
+    """A small avatar on a page votes on its own list: the first of every view's list gets
+    more than fusion.FIRST_OF_A_LIST, and the avatar's list puts its reference first."""
+    from PIL import Image
+
+    from provenance.search.local import KeypointVoteSource, _voting_views
+    from provenance.regions import small_views
+
+    from provenance.regions import QueryView, whole_view
+
+    page = Image.new("RGB", (640, 260), (245, 245, 245))
+    page.paste(synthetic_photo(90, size=(330, 220)), (290, 20))  # a large photo that is in no reference
+    box = (40, 60, 160, 180)
+    page.paste(photos[2].crop((60, 20, 260, 220)).resize((120, 120)), box[:2])  # the avatar
+    views = [whole_view(page), QueryView("photo0", page.crop(box), False, True, box)]  # as photo_boxes would cut it
+    vectors = engine.embedder.embed([view.embedding_image for view in views])
+    batch = QueryBatch(vectors, np.array([0, len(views)]), [QueryFeatures(views)])
+    features = batch.features[0]
+    assert small_views(features.views) == [1]  # the avatar is a small view, and it votes
+    source = KeypointVoteSource.from_store(engine._store)
+    hits = {hit.ref_id: hit for hit in source.search(batch)[0]}
+    firsts = [source._view_votes(engine._store.snapshot, features, view)[0][0] for view in _voting_views(features)]
+    assert len(_voting_views(features)) >= 2 and all(hits[ref_id].votes > fusion.FIRST_OF_A_LIST for ref_id in firsts)
+    avatar = _ref_id(engine, 2)
+    assert avatar in firsts and hits[avatar].votes > fusion.FIRST_OF_A_LIST
+
+
+def test_first_round_verifies_the_first_of_every_vote_list():
+    ranked = [Candidate(ref_id, similarity=0.9 - 0.01 * ref_id) for ref_id in range(10)]
+    firsts = [1.0 / (1.0 + 0.1 * number) for number in range(fusion.VOTE_CANDIDATES + 2)]  # more lists than the budget
+    ranked += [Candidate(60 + number, votes=votes) for number, votes in enumerate(firsts + [0.5, 0.4])]  # then seconds
+    chosen = [c.ref_id for c in fusion.first_round(ranked)]
+    assert chosen[fusion.VERIFY_CANDIDATES:] == [60 + number for number in range(len(firsts))]
+
+
 def test_fusion_keeps_the_best_evidence_of_every_source():
     fused = fusion.fuse([Hit(1, "vectors", similarity=0.5, view=2), Hit(1, "vectors", similarity=0.7, view=3),
                          Hit(1, "pdq", pdq_distance=20), Hit(1, "pdq", pdq_distance=12), Hit(2, "pdq", pdq_distance=30)])

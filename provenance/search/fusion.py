@@ -4,8 +4,10 @@ One place decides what reaches geometric verification, whatever proposed it:
 
 * the best :data:`VERIFY_CANDIDATES` by embedding similarity;
 * every PDQ near-duplicate (cheap to confirm, and it may not embed close: a rotation);
-* the best :data:`VOTE_CANDIDATES` by shared visual words (keypoint source): a copy
-  under stickers or captions keeps its keypoints while its embedding drifts;
+* the best :data:`VOTE_CANDIDATES` by shared visual words (keypoint source), and the first
+  of each of its lists (one per voting view): a copy under stickers or captions keeps its
+  keypoints while its embedding drifts, and a small avatar on a screenshot puts its
+  reference first in its own list only;
 * the best :data:`CORRELATED_CANDIDATES` by thumbnail correlation (thumbnail source), on
   the small view that correlated: a tiny avatar's true reference is often far down the
   embedding's ranking;
@@ -27,6 +29,9 @@ from .sources import Hit
 VERIFY_CANDIDATES = 6
 #: References verified in the first round for their visual-word votes (besides the above).
 VOTE_CANDIDATES = 3
+#: A keypoint-source hit with more votes than this was the first of one of its lists
+#: (votes are reciprocal ranks, later lists less than half a place behind: search/local.py).
+FIRST_OF_A_LIST = 0.5
 #: References verified for their thumbnail correlation (the escalation's, besides the above).
 CORRELATED_CANDIDATES = 2
 #: Further references verified when the first round finds no copy and the margin is small.
@@ -68,7 +73,8 @@ def first_round(ranked: list[Candidate]) -> list[Candidate]:
     chosen = ranked[:VERIFY_CANDIDATES] + [c for c in ranked[VERIFY_CANDIDATES:] if c.pdq_distance is not None]
     chosen_ids = {candidate.ref_id for candidate in chosen}
     voted = sorted((c for c in ranked if c.votes is not None), key=lambda c: (-c.votes, c.ref_id))
-    return chosen + [c for c in voted[:VOTE_CANDIDATES] if c.ref_id not in chosen_ids]
+    voted = voted[:VOTE_CANDIDATES] + [c for c in voted[VOTE_CANDIDATES:] if c.votes > FIRST_OF_A_LIST]
+    return chosen + [c for c in voted if c.ref_id not in chosen_ids]
 
 
 def correlated(ranked: list[Candidate]) -> list[Candidate]:

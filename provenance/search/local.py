@@ -9,8 +9,12 @@ words it shares with the query's keypoints (plain and mirrored; each query descr
 votes for its 4 nearest cells), normalised by the reference's own word weight. The best
 :data:`~.fusion.VOTE_CANDIDATES` (the number fusion verifies) are proposed.
 
-The query keypoints are the ones verification extracts anyway (the whole query, and the
-square inside a round avatar or a circle when the query has one).
+The query keypoints are the ones verification extracts anyway: the whole query, the
+square inside a round avatar or a circle when the query has one, and the query's small
+photo boxes (an avatar on a screenshot). Each view votes on its own list, and the
+lists merge by rank, the whole query's first: a 60 px avatar shares a few dozen words
+with its reference, which no whole screenshot's score would let through, while its own
+list often puts the reference first. Fusion verifies the first of every list.
 
 A query with caption bands (:mod:`provenance.verify.captions`) votes twice: with all its
 keypoints, and with the whole query's keypoints outside the bands, whose letters would vote
@@ -23,10 +27,12 @@ both reach verification: the band-free first, the full list's first, the band-fr
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from .. import visual_words as vw
 from ..index.store import IndexStore
+from ..regions import PHOTO_VIEW, small_views
 from ..verify.captions import caption_bands, outside_bands
 from .fusion import VOTE_CANDIDATES
 from .sources import CandidateSource, Hit, QueryBatch, register_source
@@ -36,7 +42,10 @@ VOTING_VIEWS = ("disc", "circle0")
 
 
 def _voting_views(features) -> list[int]:
-    return [0] + [number for number, view in enumerate(features.views) if view.name in VOTING_VIEWS]
+    named = [number for number, view in enumerate(features.views) if view.name in VOTING_VIEWS]
+    # a small photo box is an avatar on a page; further circles are mostly a page's icons
+    avatars = [number for number in small_views(features.views) if features.views[number].name.startswith(PHOTO_VIEW)]
+    return list(dict.fromkeys([0, *named, *avatars]))
 
 
 @register_source
@@ -63,32 +72,35 @@ class KeypointVoteSource(CandidateSource):
         return [self._vote(snapshot, features) for features in batch.features]
 
     def _vote(self, snapshot, features) -> list[Hit]:
-        word_sets, views = [], []
-        for view in _voting_views(features):
-            for keypoints in features.keypoints(view):
-                if len(keypoints):
-                    word_sets.append(self._words(snapshot, keypoints))
-                    views.append(view)
-        if not word_sets:
+        voting = [view for view in _voting_views(features) if any(len(keypoints) for keypoints in features.keypoints(view))]
+        if not voting:
             return []
-        voted = snapshot.vote(word_sets, self.candidates)
+        # one list per view (plain and mirrored together), each a fraction of a place behind the one
+        # before, all less than half a place: every list's first keeps more than 1/2 (fusion.FIRST_OF_A_LIST)
+        lists = [self._ranked_hits(self._view_votes(snapshot, features, view), view, behind=0.5 * number / len(voting))
+                 for number, view in enumerate(voting)]
         plain, mirrored = features.keypoints(0)
         bands = caption_bands(features.views[0].image, plain)
         captionless = [outside_bands(keypoints, bands) for keypoints in (plain, mirrored)] if bands else []
-        if not captionless or not len(captionless[0]):
-            return self._ranked_hits(voted, views)
-        sets = [self._words(snapshot, keypoints) for keypoints in captionless]  # bands are rows: a mirror keeps them
+        if captionless and len(captionless[0]):
+            sets = [self._words(snapshot, keypoints) for keypoints in captionless]  # bands are rows: a mirror keeps them
+            # the band-free list first, the lists with every keypoint half a place behind it
+            lists = [self._ranked_hits(snapshot.vote(sets, self.candidates), 0)] + [
+                [dataclasses.replace(hit, votes=1.0 / (1.0 / hit.votes + 0.5)) for hit in hits] for hits in lists]
         best: dict[int, Hit] = {}
-        for hit in self._ranked_hits(snapshot.vote(sets, self.candidates), [0, 0]) + self._ranked_hits(voted, views, behind=0.5):
+        for hit in (hit for hits in lists for hit in hits):
             if hit.ref_id not in best or hit.votes > best[hit.ref_id].votes:
                 best[hit.ref_id] = hit
         return sorted(best.values(), key=lambda hit: (-hit.votes, hit.ref_id))
 
-    def _ranked_hits(self, voted: list[tuple[int, float, int]], views: list[int], behind: float = 0.0) -> list[Hit]:
-        """Hits whose votes are ``1 / (1 + rank + behind)`` in their list: lists of different
-        word sets merge by rank, a list ``behind`` by that many places."""
-        return [Hit(ref_id, self.name, view=views[which], votes=1.0 / (1.0 + rank + behind))
-                for rank, (ref_id, _, which) in enumerate(voted)]
+    def _view_votes(self, snapshot, features, view: int) -> list[tuple[int, float, int]]:
+        sets = [self._words(snapshot, keypoints) for keypoints in features.keypoints(view) if len(keypoints)]
+        return snapshot.vote(sets, self.candidates)
+
+    def _ranked_hits(self, voted: list[tuple[int, float, int]], view: int, behind: float = 0.0) -> list[Hit]:
+        """Hits of ``view`` whose votes are ``1 / (1 + rank + behind)`` in their list: lists of
+        different word sets merge by rank, a list ``behind`` by that many places."""
+        return [Hit(ref_id, self.name, view=view, votes=1.0 / (1.0 + rank + behind)) for rank, (ref_id, _, _) in enumerate(voted)]
 
     @staticmethod
     def _words(snapshot, keypoints):
