@@ -7,7 +7,7 @@ keeps the postings of its references' visual words (:mod:`provenance.visual_word
 :mod:`provenance.index.segments`); this source scores every reference by the idf-weighted
 words it shares with the query's keypoints (plain and mirrored; each query descriptor
 votes for its 4 nearest cells), normalised by the reference's own word weight. The best
-:data:`~.fusion.VOTE_CANDIDATES` (the number fusion verifies) are proposed.
+:data:`~.fusion.VOTE_CANDIDATES` of each list (below) are proposed.
 
 The query keypoints are the ones verification extracts anyway: the whole query, the
 square inside a round avatar or a circle when the query has one, and the query's small
@@ -27,7 +27,6 @@ both reach verification: the band-free first, the full list's first, the band-fr
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from .. import visual_words as vw
@@ -75,18 +74,17 @@ class KeypointVoteSource(CandidateSource):
         voting = [view for view in _voting_views(features) if any(len(keypoints) for keypoints in features.keypoints(view))]
         if not voting:
             return []
-        # one list per view (plain and mirrored together), each a fraction of a place behind the one
-        # before, all less than half a place: every list's first keeps more than 1/2 (fusion.FIRST_OF_A_LIST)
-        lists = [self._ranked_hits(self._view_votes(snapshot, features, view), view, behind=0.5 * number / len(voting))
-                 for number, view in enumerate(voting)]
         plain, mirrored = features.keypoints(0)
         bands = caption_bands(features.views[0].image, plain)
         captionless = [outside_bands(keypoints, bands) for keypoints in (plain, mirrored)] if bands else []
+        lists, lead = [], 0.0
         if captionless and len(captionless[0]):
             sets = [self._words(snapshot, keypoints) for keypoints in captionless]  # bands are rows: a mirror keeps them
-            # the band-free list first, the lists with every keypoint half a place behind it
-            lists = [self._ranked_hits(snapshot.vote(sets, self.candidates), 0)] + [
-                [dataclasses.replace(hit, votes=1.0 / (1.0 / hit.votes + 0.5)) for hit in hits] for hits in lists]
+            lists, lead = [self._ranked_hits(snapshot.vote(sets, self.candidates), 0)], 0.5  # the band-free list ahead
+        # one list per view (plain and mirrored together), each a fraction of a place behind the one before,
+        # all within half a place of the lead: every list's first keeps more than 1/2 (fusion.FIRST_OF_A_LIST)
+        lists += [self._ranked_hits(self._view_votes(snapshot, features, view), view, behind=lead + 0.5 * number / len(voting))
+                  for number, view in enumerate(voting)]
         best: dict[int, Hit] = {}
         for hit in (hit for hits in lists for hit in hits):
             if hit.ref_id not in best or hit.votes > best[hit.ref_id].votes:
