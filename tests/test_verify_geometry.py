@@ -182,6 +182,9 @@ def test_the_inlier_bar_follows_a_reference_with_few_keypoints():
     bar = Thresholds()
     assert [bar.required_inliers(n) for n in (300, 100, 99, 80, 40, 0)] == [15, 15, 15, 12, 10, 10]
     assert Thresholds(min_inliers=5).required_inliers(40) == 5  # a looser bar is never raised
+    # the fewer keypoints of the two sides set it: a 32-64 px avatar's view has few
+    assert [bar.required_inliers(300, n) for n in (None, 300, 100, 80, 40)] == [15, 15, 15, 12, 10]
+    assert bar.required_inliers(40, 300) == bar.required_inliers(300, 40) == 10
 
 
 def test_a_crop_of_a_smooth_photo_verifies_on_its_few_keypoints(reference):
@@ -195,6 +198,21 @@ def test_a_crop_of_a_smooth_photo_verifies_on_its_few_keypoints(reference):
     assert 10 <= result.inliers < 15 and result.verified
     assert not verify_pair(query_kp, smooth, thresholds=Thresholds(full_bar_keypoints=0)).verified  # the full bar
     assert not verify_pair(extract_keypoints(synthetic_photo(13)), smooth).verified
+
+
+def test_a_view_with_few_keypoints_verifies_on_them(reference):
+    from provenance.verify.keypoints import Keypoints
+
+    image, ref_kp = reference
+    crop = extract_keypoints(_jpeg(image.crop((48, 36, 432, 324))))
+    # a tiny avatar's view: only its first 40 (spread-selected) keypoints
+    tiny = Keypoints(crop.xy[:40], crop.descriptors[:40], crop.width, crop.height, crop.method)
+    result = verify_pair(tiny, ref_kp)
+    assert 10 <= result.inliers < 15 and result.verified
+    assert not verify_pair(tiny, ref_kp, thresholds=Thresholds(full_bar_keypoints=0)).verified  # the full bar
+    other = extract_keypoints(synthetic_photo(13))
+    few = Keypoints(other.xy[:40], other.descriptors[:40], other.width, other.height, other.method)
+    assert not verify_pair(few, ref_kp).verified
 
 
 def test_a_shared_logo_on_two_different_photos_is_not_a_copy():

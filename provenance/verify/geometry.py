@@ -75,10 +75,11 @@ class Thresholds:
     brackets; "copies" are the verified ones, "negatives" other photos):
 
     * ``inliers >= min_inliers`` (unrelated photos <= 7; copies >= 19, mostly > 50), or,
-      against a reference with fewer than ``full_bar_keypoints`` stored keypoints, that
-      bar in proportion to them and at least ``min_inliers_floor``: a smooth photo (a
-      bowl, a sky) gives a copy of itself only a few keypoints to agree on, and chance
-      agreements are rarer still where there are few keypoints to agree by chance.
+      where the reference or the query has fewer than ``full_bar_keypoints`` keypoints,
+      that bar in proportion to the fewer and at least ``min_inliers_floor``: a smooth
+      photo (a bowl, a sky) or a 32-64 px avatar gives a copy only a few keypoints to
+      agree on, and chance agreements are rarer still where there are few keypoints to
+      agree by chance.
     * ``inlier_ratio >= min_inlier_ratio``: inliers over the ratio-test matches whose
       query point lands inside the reference, so that a meme border or a collage
       neighbour does not count against a copy (copies >= 0.66, only 96 px avatars
@@ -117,9 +118,11 @@ class Thresholds:
     max_second_motion_ratio: float = 0.25
     min_support: float = 0.025
 
-    def required_inliers(self, reference_keypoints: int) -> int:
-        """The inlier bar against a reference with ``reference_keypoints`` stored keypoints."""
-        scaled = math.ceil(self.min_inliers * reference_keypoints / max(1, self.full_bar_keypoints))
+    def required_inliers(self, reference_keypoints: int, query_keypoints: int | None = None) -> int:
+        """The inlier bar between a reference with ``reference_keypoints`` stored keypoints
+        and a query (or view) with ``query_keypoints`` (unbounded when ``None``)."""
+        fewer = reference_keypoints if query_keypoints is None else min(reference_keypoints, query_keypoints)
+        scaled = math.ceil(self.min_inliers * fewer / max(1, self.full_bar_keypoints))
         return min(self.min_inliers, max(self.min_inliers_floor, scaled))
 
 
@@ -191,7 +194,7 @@ def verify_pair(
     if query.method != reference.method:
         raise ValueError(f"cannot match {query.method} keypoints against {reference.method}")
     q_idx, r_idx = match_descriptors(query, reference, ratio=ratio)
-    needed = thresholds.required_inliers(len(reference))
+    needed = thresholds.required_inliers(len(reference), len(query))
     if len(q_idx) < max(3, needed):  # too few matches to ever give enough inliers
         return _unverified(len(q_idx), mirrored)
     sq = NORMALISED_SIDE / max(query.width, query.height)
