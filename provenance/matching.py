@@ -42,6 +42,7 @@ class Candidate:
     view: int = 0  # index of the query view that gave the best similarity
     pdq_distance: int | None = None
     votes: float | None = None  # reciprocal rank by shared visual words (keypoint vote source)
+    vote_view: int | None = None  # the query view whose keypoints gave those votes
     correlation: float | None = None  # best thumbnail correlation of a small view (thumbnail source)
     correlation_view: int | None = None  # the small view that reached it
     tried_views: frozenset[int] = frozenset()  # the query views verification has tried
@@ -179,9 +180,10 @@ def _verify_one(candidate: Candidate, features: QueryFeatures, reference: Keypoi
     # an earlier stage's outcome competes with this one's (a later stage tries new views only)
     tried = [(candidate.verification, candidate.verified_view)] if candidate.verification is not None else []
     views = views_to_try(candidate, features)
+    small = small_views(features.views)
     for view in views:
         plain, mirrored = features.keypoints(view)
-        outcome = verify_with_mirror(plain, mirrored, reference)
+        outcome = verify_with_mirror(plain, mirrored, reference, small_query=view in small)
         tried.append((outcome, view))
         if outcome.verified:
             break
@@ -191,11 +193,13 @@ def _verify_one(candidate: Candidate, features: QueryFeatures, reference: Keypoi
 
 
 def views_to_try(candidate: Candidate, features: QueryFeatures) -> list[int]:
-    """The views not tried yet: the candidate's evidence views and the query's round avatars
-    (a profile page's avatar verifies on its own frame, whichever view found the reference);
-    first, for one found by thumbnail correlation, the small view that correlated and the
-    query's other small views."""
-    views = list(dict.fromkeys((*features.evidence_views(candidate.view), *circle_views(features.views))))
+    """The views not tried yet: the candidate's evidence views (of its best similarity, then of
+    the view whose keypoints voted for it) and the query's round avatars (a profile page's
+    avatar verifies on its own frame, whichever view found the reference); first, for one
+    found by thumbnail correlation, the small view that correlated and the query's other
+    small views."""
+    voted = features.evidence_views(candidate.vote_view) if candidate.vote_view is not None else []
+    views = list(dict.fromkeys((*features.evidence_views(candidate.view), *voted, *circle_views(features.views))))
     if candidate.correlation_view is not None:
         small = [number for number in small_views(features.views) if number != candidate.correlation_view]
         views = list(dict.fromkeys((*features.evidence_views(candidate.correlation_view), *small, *views)))

@@ -145,12 +145,21 @@ def test_every_voting_view_has_a_list_and_its_first_reaches_verification(engine,
     assert avatar in firsts and hits[avatar].votes > fusion.FIRST_OF_A_LIST
 
 
-def test_first_round_verifies_the_first_of_every_vote_list():
+def test_first_round_verifies_the_first_two_of_every_vote_list():
     ranked = [Candidate(ref_id, similarity=0.9 - 0.01 * ref_id) for ref_id in range(10)]
-    firsts = [1.0 / (1.0 + 0.1 * number) for number in range(fusion.VOTE_CANDIDATES + 2)]  # more lists than the budget
-    ranked += [Candidate(60 + number, votes=votes) for number, votes in enumerate(firsts + [0.5, 0.4])]  # then seconds
+    lists = fusion.VOTE_CANDIDATES + 2  # more lists than the budget, each a fraction of a place behind
+    behind = [0.5 + 0.45 * number / lists for number in range(lists)]  # the caption case's lead included
+    heads = [1.0 / (1.0 + rank + b) for rank in range(fusion.VOTE_LIST_DEPTH) for b in behind]
+    nexts = [1.0 / (1.0 + fusion.VOTE_LIST_DEPTH + b) for b in behind]
+    ranked += [Candidate(60 + number, votes=votes) for number, votes in enumerate(heads + nexts)]
     chosen = [c.ref_id for c in fusion.first_round(ranked)]
-    assert chosen[fusion.VERIFY_CANDIDATES:] == [60 + number for number in range(len(firsts))]
+    assert chosen[fusion.VERIFY_CANDIDATES:] == [60 + number for number in range(len(heads))]
+
+
+def test_fusion_keeps_the_view_that_voted():
+    fused = fusion.fuse([Hit(1, "vectors", similarity=0.7, view=0), Hit(1, "keypoints", view=3, votes=0.4),
+                         Hit(1, "keypoints", view=2, votes=0.9), Hit(1, "keypoints", view=4, votes=0.3)])
+    assert fused[1].view == 0 and fused[1].votes == 0.9 and fused[1].vote_view == 2
 
 
 def test_fusion_keeps_the_best_evidence_of_every_source():

@@ -200,19 +200,21 @@ def test_a_crop_of_a_smooth_photo_verifies_on_its_few_keypoints(reference):
     assert not verify_pair(extract_keypoints(synthetic_photo(13)), smooth).verified
 
 
-def test_a_view_with_few_keypoints_verifies_on_them(reference):
+def test_a_small_view_with_few_keypoints_verifies_on_them(reference):
     from provenance.verify.keypoints import Keypoints
 
     image, ref_kp = reference
     crop = extract_keypoints(_jpeg(image.crop((48, 36, 432, 324))))
     # a tiny avatar's view: only its first 40 (spread-selected) keypoints
     tiny = Keypoints(crop.xy[:40], crop.descriptors[:40], crop.width, crop.height, crop.method)
-    result = verify_pair(tiny, ref_kp)
+    result = verify_pair(tiny, ref_kp, small_query=True)
     assert 10 <= result.inliers < 15 and result.verified
-    assert not verify_pair(tiny, ref_kp, thresholds=Thresholds(full_bar_keypoints=0)).verified  # the full bar
+    # a larger picture with few keypoints (a smooth one, a face alone) keeps the full bar
+    assert not verify_pair(tiny, ref_kp).verified
+    assert not verify_pair(tiny, ref_kp, small_query=True, thresholds=Thresholds(full_bar_keypoints=0)).verified
     other = extract_keypoints(synthetic_photo(13))
     few = Keypoints(other.xy[:40], other.descriptors[:40], other.width, other.height, other.method)
-    assert not verify_pair(few, ref_kp).verified
+    assert not verify_pair(few, ref_kp, small_query=True).verified
 
 
 def test_a_shared_logo_on_two_different_photos_is_not_a_copy():

@@ -5,9 +5,10 @@ One place decides what reaches geometric verification, whatever proposed it:
 * the best :data:`VERIFY_CANDIDATES` by embedding similarity;
 * every PDQ near-duplicate (cheap to confirm, and it may not embed close: a rotation);
 * the best :data:`VOTE_CANDIDATES` by shared visual words (keypoint source), and the first
-  of each of its lists (one per voting view): a copy under stickers or captions keeps its
-  keypoints while its embedding drifts, and a small avatar on a screenshot puts its
-  reference first in its own list only;
+  :data:`VOTE_LIST_DEPTH` of each of its lists (one per voting view), each verified on the
+  view that voted too: a copy under stickers or captions keeps its keypoints while its
+  embedding drifts, and a small avatar on a screenshot puts its reference near the top of
+  its own list only;
 * the best :data:`CORRELATED_CANDIDATES` by thumbnail correlation (thumbnail source), on
   the small view that correlated: a tiny avatar's true reference is often far down the
   embedding's ranking;
@@ -29,9 +30,13 @@ from .sources import Hit
 VERIFY_CANDIDATES = 6
 #: References verified in the first round for their visual-word votes (besides the above).
 VOTE_CANDIDATES = 3
-#: A keypoint-source hit with more votes than this was the first of one of its lists
-#: (votes are reciprocal ranks, later lists less than half a place behind: search/local.py).
-FIRST_OF_A_LIST = 0.5
+#: The first this many of every vote list are verified: a small avatar's list often puts
+#: its reference second, behind another face its few words fit as well.
+VOTE_LIST_DEPTH = 2
+#: A keypoint-source hit with more votes than this was among the first
+#: :data:`VOTE_LIST_DEPTH` of one of its lists (votes are ``1 / (1 + rank + behind)``, a list
+#: less than a place behind: search/local.py).
+FIRST_OF_A_LIST = 1.0 / (1.0 + VOTE_LIST_DEPTH)
 #: References verified for their thumbnail correlation (the escalation's, besides the above).
 CORRELATED_CANDIDATES = 2
 #: Further references verified when the first round finds no copy and the margin is small.
@@ -56,7 +61,7 @@ def fuse(hits: Iterable[Hit]) -> dict[int, Candidate]:
         if hit.pdq_distance is not None and (candidate.pdq_distance is None or hit.pdq_distance < candidate.pdq_distance):
             candidate.pdq_distance = int(hit.pdq_distance)
         if hit.votes is not None and (candidate.votes is None or hit.votes > candidate.votes):
-            candidate.votes = float(hit.votes)
+            candidate.votes, candidate.vote_view = float(hit.votes), int(hit.view)
             if hit.similarity is None and candidate.similarity < 0:
                 candidate.view = int(hit.view)  # verify on the view whose keypoints voted
         if hit.correlation is not None and (candidate.correlation is None or hit.correlation > candidate.correlation):

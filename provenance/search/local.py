@@ -14,7 +14,8 @@ square inside a round avatar or a circle when the query has one, and the query's
 photo boxes (an avatar on a screenshot). Each view votes on its own list, and the
 lists merge by rank, the whole query's first: a 60 px avatar shares a few dozen words
 with its reference, which no whole screenshot's score would let through, while its own
-list often puts the reference first. Fusion verifies the first of every list.
+list often puts the reference first or second. Fusion verifies the first
+:data:`~.fusion.VOTE_LIST_DEPTH` of every list, on the view that voted.
 
 A query with caption bands (:mod:`provenance.verify.captions`) votes twice: with all its
 keypoints, and with the whole query's keypoints outside the bands, whose letters would vote
@@ -82,7 +83,8 @@ class KeypointVoteSource(CandidateSource):
             sets = [self._words(snapshot, keypoints) for keypoints in captionless]  # bands are rows: a mirror keeps them
             lists, lead = [self._ranked_hits(snapshot.vote(sets, self.candidates), 0)], 0.5  # the band-free list ahead
         # one list per view (plain and mirrored together), each a fraction of a place behind the one before,
-        # all within half a place of the lead: every list's first keeps more than 1/2 (fusion.FIRST_OF_A_LIST)
+        # all within half a place of the lead, so less than a place behind: a list's rank r keeps more than
+        # 1 / (2 + r) of a vote (fusion.FIRST_OF_A_LIST)
         lists += [self._ranked_hits(self._view_votes(snapshot, features, view), view, behind=lead + 0.5 * number / len(voting))
                   for number, view in enumerate(voting)]
         best: dict[int, Hit] = {}

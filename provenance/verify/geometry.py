@@ -75,11 +75,13 @@ class Thresholds:
     brackets; "copies" are the verified ones, "negatives" other photos):
 
     * ``inliers >= min_inliers`` (unrelated photos <= 7; copies >= 19, mostly > 50), or,
-      where the reference or the query has fewer than ``full_bar_keypoints`` keypoints,
-      that bar in proportion to the fewer and at least ``min_inliers_floor``: a smooth
-      photo (a bowl, a sky) or a 32-64 px avatar gives a copy only a few keypoints to
-      agree on, and chance agreements are rarer still where there are few keypoints to
-      agree by chance.
+      where the reference (or a small query, below) has fewer than ``full_bar_keypoints``
+      keypoints, that bar in proportion to the fewer and at least ``min_inliers_floor``: a
+      smooth photo (a bowl, a sky) or a 32-64 px avatar gives a copy only a few keypoints
+      to agree on, and chance agreements are rarer still where there are few keypoints to
+      agree by chance. The query's side counts only for a small view (``small_query``): a
+      larger picture with few keypoints is a smooth one or a face alone, and two different
+      men's faces cropped tight agreed on 10 landmarks (one in 1,040 negatives).
     * ``inlier_ratio >= min_inlier_ratio``: inliers over the ratio-test matches whose
       query point lands inside the reference, so that a meme border or a collage
       neighbour does not count against a copy (copies >= 0.66, only 96 px avatars
@@ -183,18 +185,21 @@ def verify_pair(
     ratio: float = RATIO,
     ransac_threshold: float = RANSAC_THRESHOLD,
     models: tuple[str, ...] = MODELS,
+    small_query: bool = False,
 ) -> Verification:
     """Decide whether ``query`` is a geometric copy of ``reference``.
 
     Pass ``mirrored=True`` when ``query`` holds keypoints of the *mirrored* query image
     (from :func:`~provenance.verify.keypoints.extract_keypoints_with_mirror`): the
     reported transform then maps the unmirrored query into the reference. ``models``
-    are tried in order until one verifies (a subset of :data:`MODELS`).
+    are tried in order until one verifies (a subset of :data:`MODELS`). Pass
+    ``small_query=True`` for a small avatar view (:func:`provenance.regions.small_views`):
+    the inlier bar then follows its keypoints too (:meth:`Thresholds.required_inliers`).
     """
     if query.method != reference.method:
         raise ValueError(f"cannot match {query.method} keypoints against {reference.method}")
     q_idx, r_idx = match_descriptors(query, reference, ratio=ratio)
-    needed = thresholds.required_inliers(len(reference), len(query))
+    needed = thresholds.required_inliers(len(reference), len(query) if small_query else None)
     if len(q_idx) < max(3, needed):  # too few matches to ever give enough inliers
         return _unverified(len(q_idx), mirrored)
     sq = NORMALISED_SIDE / max(query.width, query.height)
