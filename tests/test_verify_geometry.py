@@ -208,13 +208,28 @@ def test_a_small_view_with_few_keypoints_verifies_on_them(reference):
     # a tiny avatar's view: only its first 40 (spread-selected) keypoints
     tiny = Keypoints(crop.xy[:40], crop.descriptors[:40], crop.width, crop.height, crop.method)
     result = verify_pair(tiny, ref_kp, small_query=True)
-    assert 10 <= result.inliers < 15 and result.verified
+    assert 10 <= result.inliers < 15 and result.verified and result.inlier_ratio >= Thresholds().clean_ratio
+    assert 0 < result.inlier_spread <= Thresholds().max_small_spread
     # a larger picture with few keypoints (a smooth one, a face alone) keeps the full bar
     assert not verify_pair(tiny, ref_kp).verified
     assert not verify_pair(tiny, ref_kp, small_query=True, thresholds=Thresholds(full_bar_keypoints=0)).verified
     other = extract_keypoints(synthetic_photo(13))
     few = Keypoints(other.xy[:40], other.descriptors[:40], other.width, other.height, other.method)
     assert not verify_pair(few, ref_kp, small_query=True).verified
+
+
+def test_below_the_references_bar_only_a_clean_match_passes():
+    from provenance.verify.geometry import _passes
+
+    bar = Thresholds()
+    stats = dict(inliers=12, near_misses=1, hull_fraction=0.3, second_motion=0)
+    # another photo of the same face as a round avatar: 10-13 landmarks, mostly at ratios
+    # 0.67-0.80, spread over the tolerance
+    assert not _passes(bar, "similarity", 10, 15, inlier_ratio=0.75, inlier_spread=0.3, **stats)
+    assert not _passes(bar, "similarity", 10, 15, inlier_ratio=0.9, inlier_spread=0.55, **stats)
+    assert _passes(bar, "similarity", 10, 15, inlier_ratio=0.9, inlier_spread=0.3, **stats)
+    # a reference with few keypoints lowers the bar by itself
+    assert _passes(bar, "similarity", 10, 10, inlier_ratio=0.75, inlier_spread=0.55, **stats)
 
 
 def test_a_shared_logo_on_two_different_photos_is_not_a_copy():

@@ -79,9 +79,15 @@ class Thresholds:
       keypoints, that bar in proportion to the fewer and at least ``min_inliers_floor``: a
       smooth photo (a bowl, a sky) or a 32-64 px avatar gives a copy only a few keypoints
       to agree on, and chance agreements are rarer still where there are few keypoints to
-      agree by chance. The query's side counts only for a small view (``small_query``): a
-      larger picture with few keypoints is a smooth one or a face alone, and two different
-      men's faces cropped tight agreed on 10 landmarks (one in 1,040 negatives).
+      agree by chance. The query's side counts only for a small view (``small_query``), and
+      only for a clean, tight match (``inlier_ratio >= clean_ratio`` and ``inlier_spread <=
+      max_small_spread``): a larger picture with few keypoints is a smooth one or a face
+      alone (two different men's faces cropped tight agreed on 10 landmarks), and another
+      photo of the same face, as a round avatar, agreed on 10-13 landmarks (7 of 1,444 such
+      negatives, at ratios 0.67-0.80 but one at 0.86). Copied pixels land close to where
+      the transform puts them, while landmarks of another photo of a face spread over the
+      whole tolerance (evenly spread points would give 2/3; copies <= 0.45, those
+      negatives 0.35-0.57).
     * ``inlier_ratio >= min_inlier_ratio``: inliers over the ratio-test matches whose
       query point lands inside the reference, so that a meme border or a collage
       neighbour does not count against a copy (copies >= 0.66, only 96 px avatars
@@ -119,6 +125,7 @@ class Thresholds:
     min_second_motion: int = 8
     max_second_motion_ratio: float = 0.25
     min_support: float = 0.025
+    max_small_spread: float = 0.5
 
     def required_inliers(self, reference_keypoints: int, query_keypoints: int | None = None) -> int:
         """The inlier bar between a reference with ``reference_keypoints`` stored keypoints
@@ -144,7 +151,8 @@ class Verification:
     coordinates to reference ones as a row-major 2x3 matrix (it includes the
     reflection when ``mirrored``). ``matches`` counts ratio-test matches,
     ``inlier_ratio``, ``near_misses`` and ``hull_fraction`` are the quantities
-    :class:`Thresholds` judges, as is ``second_motion``. ``query_inside`` is the fraction
+    :class:`Thresholds` judges, as are ``second_motion`` and ``inlier_spread`` (the
+    inliers' mean residual over the RANSAC tolerance). ``query_inside`` is the fraction
     of the query's frame that lands inside the reference (1 for a crop of it; less for
     another crop of the same photograph, which shares only part of the query). ``model`` is
     ``"similarity"``, ``"stretch"``, ``"affine"``, ``"perspective"`` or ``"none"`` (no
@@ -170,6 +178,7 @@ class Verification:
     query_inside: float = 0.0
     support: float = 0.0
     refusal: str | None = None
+    inlier_spread: float = 0.0
 
 
 def _unverified(matches: int, mirrored: bool) -> Verification:
@@ -199,7 +208,8 @@ def verify_pair(
     if query.method != reference.method:
         raise ValueError(f"cannot match {query.method} keypoints against {reference.method}")
     q_idx, r_idx = match_descriptors(query, reference, ratio=ratio)
-    needed = thresholds.required_inliers(len(reference), len(query) if small_query else None)
+    unclean = thresholds.required_inliers(len(reference))  # what a match that is not clean must reach
+    needed = thresholds.required_inliers(len(reference), len(query)) if small_query else unclean
     if len(q_idx) < max(3, needed):  # too few matches to ever give enough inliers
         return _unverified(len(q_idx), mirrored)
     sq = NORMALISED_SIDE / max(query.width, query.height)
@@ -215,7 +225,8 @@ def verify_pair(
         fit = _fit_transform(model, src, dst, ransac_threshold)
         if fit is None:
             continue
-        result = _describe(query, reference, model, fit, src, dst, (sq, sr, ransac_threshold), mirrored, thresholds, needed)
+        result = _describe(query, reference, model, fit, src, dst, (sq, sr, ransac_threshold), mirrored, thresholds,
+                           (needed, unclean))
         if (result.verified, result.inliers) > (best.verified, best.inliers):
             best = result
         if best.verified:  # the simpler model suffices; do not give RANSAC more freedom
@@ -366,8 +377,10 @@ def _sane(matrix: np.ndarray, max_anisotropy: float) -> bool:
     return 1 / MAX_NORMALISED_SCALE <= scale <= MAX_NORMALISED_SCALE
 
 
-def _describe(query, reference, model, fit, src, dst, scales, mirrored, thresholds, needed) -> Verification:
-    """Turn a fitted normalised transform into a judged :class:`Verification`."""
+def _describe(query, reference, model, fit, src, dst, scales, mirrored, thresholds, bars) -> Verification:
+    """Turn a fitted normalised transform into a judged :class:`Verification`; ``bars`` are
+    the inlier bars of a clean match and of any other (:class:`Thresholds`)."""
+    needed, unclean = bars
     m_norm, mask = fit
     sq, sr, tolerance = scales
     # Back to pixel-edge coordinates: u_r = S_r^-1 M_n S_q u_q with S = diag(s, s, 1).
@@ -387,10 +400,11 @@ def _describe(query, reference, model, fit, src, dst, scales, mirrored, threshol
         near_misses=int(((error > tolerance) & (error <= NEAR_MISS_RADIUS) & ~mask).sum()),
         hull_fraction=hull_area(dst[mask] / sr) / shared if shared > 0 else 0.0,
         second_motion=_second_motion(src, dst, error, tolerance) if inliers >= needed else 0,
+        inlier_spread=float(error[mask].mean() / tolerance) if inliers else 0.0,
     )
     # how much of either picture the agreeing points span: a logo or a caption spans little of both
     support = max(hull_area(src[mask] / sq) / (qw * qh), hull_area(dst[mask] / sr) / (rw * rh))
-    verified = shared > 0 and _passes(thresholds, model, needed, **stats)
+    verified = shared > 0 and _passes(thresholds, model, needed, unclean, **stats)
     refusal = None
     if verified and support < thresholds.min_support:
         verified, refusal = False, REFUSED_COMPACT
@@ -422,17 +436,20 @@ def _passes(
     t: Thresholds,
     model: str,
     needed: int,
+    unclean: int,
     *,
     inliers: int,
     inlier_ratio: float,
     near_misses: int,
     hull_fraction: float,
     second_motion: int,
+    inlier_spread: float,
 ) -> bool:
     """The acceptance rules documented on :class:`Thresholds`."""
     clean = inlier_ratio >= t.clean_ratio
     return (
         inliers >= needed
+        and (inliers >= unclean or (clean and inlier_spread <= t.max_small_spread))
         and inlier_ratio >= t.min_inlier_ratio
         and near_misses <= t.max_near_miss_ratio * inliers
         and (clean or hull_fraction >= t.min_hull_fraction)
