@@ -208,8 +208,9 @@ def verify_pair(
     if query.method != reference.method:
         raise ValueError(f"cannot match {query.method} keypoints against {reference.method}")
     q_idx, r_idx = match_descriptors(query, reference, ratio=ratio)
-    unclean = thresholds.required_inliers(len(reference))  # what a match that is not clean must reach
-    needed = thresholds.required_inliers(len(reference), len(query)) if small_query else unclean
+    # below the reference's own bar, only a small view's clean, tight match passes (Thresholds)
+    reference_bar = thresholds.required_inliers(len(reference))
+    needed = thresholds.required_inliers(len(reference), len(query)) if small_query else reference_bar
     if len(q_idx) < max(3, needed):  # too few matches to ever give enough inliers
         return _unverified(len(q_idx), mirrored)
     sq = NORMALISED_SIDE / max(query.width, query.height)
@@ -226,7 +227,7 @@ def verify_pair(
         if fit is None:
             continue
         result = _describe(query, reference, model, fit, src, dst, (sq, sr, ransac_threshold), mirrored, thresholds,
-                           (needed, unclean))
+                           (needed, reference_bar))
         if (result.verified, result.inliers) > (best.verified, best.inliers):
             best = result
         if best.verified:  # the simpler model suffices; do not give RANSAC more freedom
@@ -379,8 +380,8 @@ def _sane(matrix: np.ndarray, max_anisotropy: float) -> bool:
 
 def _describe(query, reference, model, fit, src, dst, scales, mirrored, thresholds, bars) -> Verification:
     """Turn a fitted normalised transform into a judged :class:`Verification`; ``bars`` are
-    the inlier bars of a clean match and of any other (:class:`Thresholds`)."""
-    needed, unclean = bars
+    the inlier bars of a clean, tight match and of any other (:class:`Thresholds`)."""
+    needed, reference_bar = bars
     m_norm, mask = fit
     sq, sr, tolerance = scales
     # Back to pixel-edge coordinates: u_r = S_r^-1 M_n S_q u_q with S = diag(s, s, 1).
@@ -404,7 +405,7 @@ def _describe(query, reference, model, fit, src, dst, scales, mirrored, threshol
     )
     # how much of either picture the agreeing points span: a logo or a caption spans little of both
     support = max(hull_area(src[mask] / sq) / (qw * qh), hull_area(dst[mask] / sr) / (rw * rh))
-    verified = shared > 0 and _passes(thresholds, model, needed, unclean, **stats)
+    verified = shared > 0 and _passes(thresholds, model, needed, reference_bar, **stats)
     refusal = None
     if verified and support < thresholds.min_support:
         verified, refusal = False, REFUSED_COMPACT
@@ -436,7 +437,7 @@ def _passes(
     t: Thresholds,
     model: str,
     needed: int,
-    unclean: int,
+    reference_bar: int,
     *,
     inliers: int,
     inlier_ratio: float,
@@ -449,7 +450,7 @@ def _passes(
     clean = inlier_ratio >= t.clean_ratio
     return (
         inliers >= needed
-        and (inliers >= unclean or (clean and inlier_spread <= t.max_small_spread))
+        and (inliers >= reference_bar or (clean and inlier_spread <= t.max_small_spread))
         and inlier_ratio >= t.min_inlier_ratio
         and near_misses <= t.max_near_miss_ratio * inliers
         and (clean or hull_fraction >= t.min_hull_fraction)
