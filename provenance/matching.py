@@ -193,13 +193,14 @@ def _verify_one(candidate: Candidate, features: QueryFeatures, reference: Keypoi
 
 
 def views_to_try(candidate: Candidate, features: QueryFeatures) -> list[int]:
-    """The views not tried yet: the candidate's evidence views (of its best similarity, then of
-    the view whose keypoints voted for it) and the query's round avatars (a profile page's
-    avatar verifies on its own frame, whichever view found the reference); first, for one
-    found by thumbnail correlation, the small view that correlated and the query's other
-    small views."""
-    voted = features.evidence_views(candidate.vote_view) if candidate.vote_view is not None else []
-    views = list(dict.fromkeys((*features.evidence_views(candidate.view), *voted, *circle_views(features.views))))
+    """The views not tried yet: the candidate's evidence views (of its best similarity and of
+    the view whose keypoints voted for it, the voting view first when no vector found it) and
+    the query's round avatars (a profile page's avatar verifies on its own frame, whichever
+    view found the reference); first, for one found by thumbnail correlation, the small view
+    that correlated and the query's other small views."""
+    found_by = [candidate.view, candidate.vote_view] if candidate.similarity >= 0 else [candidate.vote_view, candidate.view]
+    evidence = [view for origin in found_by if origin is not None for view in features.evidence_views(origin)]
+    views = list(dict.fromkeys((*evidence, *circle_views(features.views))))
     if candidate.correlation_view is not None:
         small = [number for number in small_views(features.views) if number != candidate.correlation_view]
         views = list(dict.fromkeys((*features.evidence_views(candidate.correlation_view), *small, *views)))

@@ -170,7 +170,9 @@ def test_every_candidate_is_also_verified_on_the_querys_round_avatars():
     assert views_to_try(Candidate(1, view=2), features) == [2, 0]
     assert views_to_try(Candidate(1, view=0, tried_views=frozenset({0, 2})), features) == []
     # found by the whole query's vector, voted for by the page's photo: verified on that photo too
-    assert views_to_try(Candidate(1, view=0, votes=0.4, vote_view=1), features) == [0, 1, 2]
+    assert views_to_try(Candidate(1, view=0, similarity=0.6, votes=0.4, vote_view=1), features) == [0, 1, 2]
+    # found by the votes alone: verified on the voting view first
+    assert views_to_try(Candidate(1, votes=0.4, vote_view=1), features) == [1, 0, 2]
 
 
 def test_a_centred_crop_that_a_face_square_covers_is_not_indexed():

@@ -62,8 +62,6 @@ def fuse(hits: Iterable[Hit]) -> dict[int, Candidate]:
             candidate.pdq_distance = int(hit.pdq_distance)
         if hit.votes is not None and (candidate.votes is None or hit.votes > candidate.votes):
             candidate.votes, candidate.vote_view = float(hit.votes), int(hit.view)
-            if hit.similarity is None and candidate.similarity < 0:
-                candidate.view = int(hit.view)  # verify on the view whose keypoints voted
         if hit.correlation is not None and (candidate.correlation is None or hit.correlation > candidate.correlation):
             candidate.correlation, candidate.correlation_view = float(hit.correlation), hit.correlation_view
     return candidates
