@@ -57,8 +57,9 @@ REGION_SETS: dict[str, tuple[RegionSpec, ...]] = {"default": DEFAULT_REGIONS, "c
 #: Where a portrait puts the face when none is detected: (centre x, centre y, size), as
 #: fractions of the width, the height and the shorter side.
 PRIOR_FACE = (0.5, 0.45, 0.4)
-#: Detection side for references (decoded once, many per second) and queries (the face
-#: of an avatar in a page screenshot is small).
+#: Detection side for references (decoded once, many per second) and for queries that
+#: are pages (the face of an avatar in a page screenshot is small); a query that is a
+#: photo is detected at the references' side (:func:`face_detect_side`).
 REFERENCE_DETECT_SIDE = 192
 QUERY_DETECT_SIDE = 320
 #: A centred crop whose box overlaps a face square of the same reference this much (IoU) is
@@ -260,6 +261,13 @@ def circle_views(views: Sequence[QueryView]) -> list[int]:
 def on_a_page(views: Sequence[QueryView]) -> bool:
     """Whether the query is a page around photos: its photo-like areas gave views."""
     return any(view.name.startswith(PHOTO_VIEW) for view in views)
+
+
+def face_detect_side(views: Sequence[QueryView]) -> int:
+    """The side a query's faces are detected at: a page (:func:`on_a_page`) shows the photo,
+    and its face, small; a photo shows its subject as large as the reference it may copy
+    (whose face was found at :data:`REFERENCE_DETECT_SIDE`), or larger when cropped."""
+    return QUERY_DETECT_SIDE if on_a_page(views) else REFERENCE_DETECT_SIDE
 
 
 def small_views(views: Sequence[QueryView], circles: bool = True) -> list[int]:

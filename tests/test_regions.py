@@ -197,3 +197,18 @@ def test_a_centred_crop_that_a_face_square_covers_is_not_indexed():
     image = _textured(10, size)
     assert sorted(preparer.region_arrays(image, face)) == [0, 1, 3, 4]
     assert sorted(preparer.region_arrays(image, None)) == [0, 1, 2, 3, 4]
+
+
+def test_faces_are_detected_finer_on_a_page_than_on_a_photo():
+    from provenance.regions import QUERY_DETECT_SIDE, REFERENCE_DETECT_SIDE, face_detect_side
+
+    page = Image.new("RGB", (600, 800), (245, 245, 245))
+    draw = ImageDraw.Draw(page)
+    draw.rectangle([0, 0, 600, 60], fill=(30, 144, 255))
+    for line in range(6):
+        draw.text((40, 560 + 30 * line), "@handle  1,234 likes  DM for rates", fill=(20, 20, 20))
+    page.paste(_textured(3, (400, 300)), (100, 150))
+    assert face_detect_side(query_views(page)) == QUERY_DETECT_SIDE
+    # a photo as given: its face is as large as in the reference it may copy, or larger
+    assert face_detect_side(query_views(_textured(4, (300, 300)))) == REFERENCE_DETECT_SIDE
+    assert REFERENCE_DETECT_SIDE < QUERY_DETECT_SIDE

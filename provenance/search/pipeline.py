@@ -28,7 +28,7 @@ from ..errors import BadInputError, ImageLoadError
 from ..imageio import ImageSource, describe_source, load_image
 from ..imagelimits import DEFAULT_LIMITS, ImageLimits
 from ..matching import Candidate, QueryFeatures, match_from, verify_candidates, views_to_try
-from ..regions import face_views, mirror_views, query_views, whole_view
+from ..regions import face_detect_side, face_views, mirror_views, query_views, whole_view
 from ..results import VERDICT_NO_MATCH, QueryResult
 from . import fusion
 from .sources import CandidateSource, Hit, QueryBatch
@@ -165,7 +165,7 @@ def _escalate(queries: list[_Query], embedder, vector_sources, later_sources, st
     source, the ``later_sources`` (keypoint votes, thumbnail correlation) over every view,
     then verification of what they add and the second round."""
     def more_views(query: _Query) -> list:
-        views = face_views(query.image, options.face_scales)
+        views = face_views(query.image, options.face_scales, face_detect_side(query.features.views))
         return views + (mirror_views(views) if options.mirror else [])
 
     added = list((pool.map if len(queries) > 1 else map)(more_views, queries))
