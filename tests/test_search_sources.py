@@ -289,3 +289,37 @@ def test_sources_search_side_by_side_and_answer_in_their_order():
     sources = [Meeting(name, started, 3) for name in ("vectors", "pdq", "keypoints")]
     answers = _search_sources(sources, batch=None)
     assert answers == [[["vectors", True]], [["pdq", True]], [["keypoints", True]]]
+
+
+def _counting_rows(engine, monkeypatch) -> list[int]:
+    """The number of views each forward pass of ``engine``'s embedder embeds, call by call."""
+    rows: list[int] = []
+    embed = engine.embedder.embed_arrays
+
+    def counted(arrays):
+        rows.append(len(arrays))
+        return embed(arrays)
+
+    monkeypatch.setattr(engine.embedder, "embed_arrays", counted)
+    return rows
+
+
+def test_a_copy_the_whole_query_proves_is_answered_before_its_other_views(engine, photos, monkeypatch):
+    from PIL import ImageOps
+
+    padded = ImageOps.expand(photos[2], border=60, fill=(20, 20, 20))  # the border gives a second view
+    rows = _counting_rows(engine, monkeypatch)
+    staged = engine.query(padded)
+    assert staged.verdict == "copy" and staged.matches[0].ref_id == _ref_id(engine, 2)
+    assert rows == [1]  # the whole query alone, proven in the first round
+    rows.clear()
+    everything = engine.query(padded, options=engine.query_options(cascade=False))
+    assert everything.verdict == "copy" and everything.matches[0].ref_id == _ref_id(engine, 2)
+    assert rows[0] >= 2  # without the cascade every cheap view is embedded at once
+
+
+def test_a_query_the_whole_view_does_not_prove_gets_its_other_views(engine, monkeypatch):
+    rows = _counting_rows(engine, monkeypatch)
+    result = engine.query(synthetic_photo(91))  # no reference's copy
+    assert result.verdict != "copy"
+    assert rows[0] == 1 and len(rows) >= 2  # the whole query first, then the views it leaves open
