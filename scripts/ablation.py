@@ -29,7 +29,8 @@ STEPS = [
     ("+ 6 more when none verifies", dict(verify_more=True)),
     ("+ keypoint votes", dict(keypoint_votes=True)),
     ("+ thumbnail correlation of small avatars", dict(thumbnails=True)),
-    ("+ the cascade (full engine)", dict(cascade=True)),
+    ("+ the cascade", dict(cascade=True)),
+    ("- the 6 more (the engine's defaults)", dict(verify_more=False)),
 ]
 
 

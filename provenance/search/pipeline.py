@@ -10,7 +10,7 @@
 2. **Escalation**, only for the images the first stage proved no copy for: squares
    around the detected face, the keypoint votes over the keypoints verification
    extracted already, the thumbnail correlation of small avatar views, a first round over
-   the candidates these add, then the second round.
+   the candidates these add, and (with ``verify_more``) the second round.
 
 With ``cascade=False`` every image goes through the first stage (its cheap views searched
 at once) and the escalation.
@@ -71,7 +71,7 @@ class QueryOptions:
     regions: bool | frozenset[int] = True
     sources: frozenset[str] = frozenset({"vectors", "pdq", "keypoints", "thumbnails"})
     verify: bool = True
-    verify_more: bool = True
+    verify_more: bool = False
     cascade: bool = True
     limits: ImageLimits = DEFAULT_LIMITS
 
@@ -179,7 +179,7 @@ def _search(queries: list[_Query], new_views: list[list], embedder, sources, opt
 def _escalate(queries: list[_Query], embedder, vector_sources, later_sources, store, options: QueryOptions, pool) -> None:
     """The second stage (module docstring) for ``queries``: face views searched by the vector
     source, the ``later_sources`` (keypoint votes, thumbnail correlation) over every view,
-    then verification of what they add and the second round."""
+    then verification of what they add (and, with ``verify_more``, the second round)."""
     def more_views(query: _Query) -> list:
         views = face_views(query.image, options.face_scales, face_detect_side(query.features.views))
         return views + (mirror_views(views) if options.mirror else [])
