@@ -56,7 +56,8 @@ class QueryOptions:
     or a set of region numbers. ``face_scales``: the sizes of the query's face squares
     (the index's subject squares). ``sources``: the candidate sources consulted, by name.
     ``mirror``: also embed the views' mirror images (verification tries mirroring in any
-    case). ``cascade``: escalate only the images the first stage proves no copy for.
+    case). ``cascade``: answer a copy the whole query proves (stage 0), and escalate only
+    the images the first stage proves no copy for.
     The thresholds are the index's (calibrated or default; ``Engine.query_options``).
     """
 
