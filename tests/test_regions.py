@@ -35,13 +35,19 @@ def test_content_box_leaves_borderless_photos_alone():
     assert content_box(synthetic_photo(2)) is None
 
 
-def test_photo_boxes_find_a_photo_on_a_page_with_text():
+def _page_with_a_photo() -> Image.Image:
+    """A 600 x 800 page: a banner, lines of text and a 400 x 300 photo at (100, 150)."""
     page = Image.new("RGB", (600, 800), (245, 245, 245))
     draw = ImageDraw.Draw(page)
     draw.rectangle([0, 0, 600, 60], fill=(30, 144, 255))
     for line in range(6):
         draw.text((40, 560 + 30 * line), "@handle  1,234 likes  DM for rates", fill=(20, 20, 20))
     page.paste(_textured(3, (400, 300)), (100, 150))
+    return page
+
+
+def test_photo_boxes_find_a_photo_on_a_page_with_text():
+    page = _page_with_a_photo()
     boxes = photo_boxes(page)
     assert boxes, "the photo was not found"
     x0, y0, x1, y1 = boxes[0]
@@ -202,12 +208,7 @@ def test_a_centred_crop_that_a_face_square_covers_is_not_indexed():
 def test_faces_are_detected_finer_on_a_page_than_on_a_photo():
     from provenance.regions import QUERY_DETECT_SIDE, REFERENCE_DETECT_SIDE, face_detect_side
 
-    page = Image.new("RGB", (600, 800), (245, 245, 245))
-    draw = ImageDraw.Draw(page)
-    draw.rectangle([0, 0, 600, 60], fill=(30, 144, 255))
-    for line in range(6):
-        draw.text((40, 560 + 30 * line), "@handle  1,234 likes  DM for rates", fill=(20, 20, 20))
-    page.paste(_textured(3, (400, 300)), (100, 150))
+    page = _page_with_a_photo()
     assert face_detect_side(query_views(page)) == QUERY_DETECT_SIDE
     # a photo as given: its face is as large as in the reference it may copy, or larger
     assert face_detect_side(query_views(_textured(4, (300, 300)))) == REFERENCE_DETECT_SIDE
