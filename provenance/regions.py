@@ -237,7 +237,9 @@ def query_views(image: Image.Image, mirror: bool = True, strip: bool = True, pho
             x, y = views[-1].box[:2]
             views.append(cut("disc", (inner[0] + x, inner[1] + y, inner[2] + x, inner[3] + y)))
     if circles:
-        for number, box in enumerate(round_avatars(image, QUERY_DETECT_SIDE)):
+        # a circle or photo area smaller than the smallest evidence view holds too little to tell
+        # one photo from another: on a photo it is texture (a third of the dev negatives have one)
+        for number, box in enumerate(box for box in round_avatars(image, QUERY_DETECT_SIDE) if _side(box) >= MIN_VIEW_SIDE):
             frame, inner = inscribed_square(box, CIRCLE_VIEW_SIDE), inscribed_square(box, CIRCLE_EMBEDDED_SIDE)
             inside = (inner[0] - frame[0], inner[1] - frame[1], inner[2] - frame[0], inner[3] - frame[1])
             view = cut(f"{CIRCLE_VIEW}{number}", frame)
@@ -245,12 +247,16 @@ def query_views(image: Image.Image, mirror: bool = True, strip: bool = True, pho
     views += face_views(image, face_scales)
     mirrored = mirror_views(views) if mirror else []
     if photos:
-        for number, box in enumerate(photo_boxes(image)):
+        for number, box in enumerate(box for box in photo_boxes(image) if _side(box) >= MIN_VIEW_SIDE):
             views.append(cut(f"{PHOTO_VIEW}{number}", box))
             if squarish(box):
                 # a round avatar hides the square's corners: its inscribed square is pure photo
                 views.append(cut(f"{PHOTO_VIEW}{number}-inner", inscribed_square(box)))
     return views + mirrored
+
+
+def _side(box: tuple[int, int, int, int]) -> int:
+    return min(box[2] - box[0], box[3] - box[1])
 
 
 def circle_views(views: Sequence[QueryView]) -> list[int]:

@@ -213,3 +213,16 @@ def test_faces_are_detected_finer_on_a_page_than_on_a_photo():
     # a photo as given: its face is as large as in the reference it may copy, or larger
     assert face_detect_side(query_views(_textured(4, (300, 300)))) == REFERENCE_DETECT_SIDE
     assert REFERENCE_DETECT_SIDE < QUERY_DETECT_SIDE
+
+
+def test_circles_and_photo_areas_smaller_than_an_evidence_view_give_no_view(monkeypatch):
+    import provenance.regions as regions
+
+    image = _textured(13, (300, 300))
+    monkeypatch.setattr(regions, "round_avatars", lambda image, side: [(5, 5, 30, 30), (100, 100, 170, 170)])
+    monkeypatch.setattr(regions, "photo_boxes", lambda image: [(200, 200, 225, 290), (10, 200, 70, 260)])
+    views = {view.name: view for view in query_views(image, mirror=False, strip=False, disc=False)}
+    # the 25 px circle and the 25 px wide area are texture: the others keep their numbers from 0
+    assert views["circle0"].box[0] > 100 and "circle1" not in views
+    assert views["photo0"].box == (10, 200, 70, 260) and "photo1" not in views
+    assert all(min(view.image.size) >= regions.MIN_VIEW_SIDE for view in views.values())
