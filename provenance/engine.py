@@ -52,7 +52,7 @@ class QuerySettings:
     ``verify``: geometric verification (and the PDQ near-exact path); ``verify_more``: the
     second round when the first finds no copy (off by default: since the keypoint votes
     and thumbnail correlation, it changed no answer of the dev eval at two seeds, and it
-    cost a negative 20 more verifications); ``cascade``: the other views only for
+    made a third of a negative's verifications); ``cascade``: the other views only for
     queries the whole query alone proves no copy for, and the expensive views and sources
     only for those the first stage proves no copy for.
     """
