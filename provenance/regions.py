@@ -217,16 +217,19 @@ def query_views(image: Image.Image, mirror: bool = True, strip: bool = True, pho
                 face_scales: Sequence[float] = (), disc: bool = True, circles: bool = True) -> list[QueryView]:
     """The views searched for a query.
 
-    As given; without borders; the square inside a round avatar's disc; the squares inside
-    the round avatars found anywhere in it (a profile page's avatar); squares of
-    ``face_scales`` face sizes around the largest detected face (the references' face
-    squares); the photo-like areas inside it (a screenshot's photo, an avatar); and the
-    mirror images of all but the photo areas.
+    As given; without borders; the square inside a round avatar's disc; on a page (a query
+    with photo-like areas), the squares inside the round avatars found anywhere in it (a
+    profile page's avatar); squares of ``face_scales`` face sizes around the largest
+    detected face (the references' face squares); the photo-like areas inside it (a
+    screenshot's photo, an avatar); and the mirror images of all but the photo areas.
+    ``circles`` is honoured on pages only, whether or not ``photos`` adds their areas as views.
     """
     def cut(name: str, box: tuple[int, int, int, int], evidence: bool = True) -> QueryView:
         return QueryView(name, image.crop(box), False, evidence, box)
 
     views = [whole_view(image)]
+    # an area smaller than the smallest evidence view holds too little to tell one photo from another
+    areas = [box for box in photo_boxes(image) if _side(box) >= MIN_VIEW_SIDE] if photos or circles else []
     if strip:
         box = content_box(image)
         if box is not None:
@@ -236,9 +239,10 @@ def query_views(image: Image.Image, mirror: bool = True, strip: bool = True, pho
         if inner is not None:
             x, y = views[-1].box[:2]
             views.append(cut("disc", (inner[0] + x, inner[1] + y, inner[2] + x, inner[3] + y)))
-    if circles:
-        # a circle or photo area smaller than the smallest evidence view holds too little to tell
-        # one photo from another: on a photo it is texture (a third of the dev negatives have one)
+    if circles and areas:
+        # a round avatar is a page's: on a photo the Hough transform finds circles in texture (a
+        # third of the dev negatives have one), each verified against every candidate; a circle
+        # smaller than the smallest evidence view is texture too
         for number, box in enumerate(box for box in round_avatars(image, QUERY_DETECT_SIDE) if _side(box) >= MIN_VIEW_SIDE):
             frame, inner = inscribed_square(box, CIRCLE_VIEW_SIDE), inscribed_square(box, CIRCLE_EMBEDDED_SIDE)
             inside = (inner[0] - frame[0], inner[1] - frame[1], inner[2] - frame[0], inner[3] - frame[1])
@@ -247,7 +251,7 @@ def query_views(image: Image.Image, mirror: bool = True, strip: bool = True, pho
     views += face_views(image, face_scales)
     mirrored = mirror_views(views) if mirror else []
     if photos:
-        for number, box in enumerate(box for box in photo_boxes(image) if _side(box) >= MIN_VIEW_SIDE):
+        for number, box in enumerate(areas):
             views.append(cut(f"{PHOTO_VIEW}{number}", box))
             if squarish(box):
                 # a round avatar hides the square's corners: its inscribed square is pure photo

@@ -226,3 +226,18 @@ def test_circles_and_photo_areas_smaller_than_an_evidence_view_give_no_view(monk
     assert views["circle0"].box[0] > 100 and "circle1" not in views
     assert views["photo0"].box == (10, 200, 70, 260) and "photo1" not in views
     assert all(min(view.image.size) >= regions.MIN_VIEW_SIDE for view in views.values())
+
+
+def test_circles_are_sought_on_pages_only(monkeypatch):
+    import provenance.regions as regions
+
+    image = _textured(14, (300, 300))
+    found = []
+    monkeypatch.setattr(regions, "round_avatars", lambda image, side: found.append(side) or [(100, 100, 170, 170)])
+    monkeypatch.setattr(regions, "photo_boxes", lambda image: [])
+    # a photo: its circles are texture, and the Hough transform is not even run
+    assert not [view for view in query_views(image, mirror=False) if view.name.startswith("circle")] and not found
+    monkeypatch.setattr(regions, "photo_boxes", lambda image: [(10, 200, 70, 260)])
+    for photos in (True, False):  # a page is a page whether or not its areas are searched
+        names = [view.name for view in query_views(image, mirror=False, photos=photos)]
+        assert "circle0" in names and ("photo0" in names) == photos

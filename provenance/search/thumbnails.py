@@ -129,9 +129,8 @@ def _halved(template: np.ndarray) -> np.ndarray:
 def starts_source(views: Sequence[Any], embedded: int) -> bool:
     """Whether a query with these ``views`` (the first ``embedded`` of them embedded) is
     correlated: it has a small photo box, or it is a page with a small circle."""
-    # on a photo the Hough transform finds small circles in texture (a third of the dev
-    # negatives have one); on a page (photo-like areas: a tenth of the negatives) a circle is
-    # an avatar's outline
+    # on a photo a circle is texture (query_views cuts circles on pages only; a view list
+    # made by hand may hold one); on a page a circle is an avatar's outline
     if any(number < embedded for number in small_views(views, circles=False)):
         return True
     return on_a_page(views) and any(number < embedded for number in small_views(views))
