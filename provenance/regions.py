@@ -4,11 +4,11 @@ A stolen profile photo is often a tight crop around the face, so each reference 
 indexed by a few crops: centred ones (the subject of a portfolio or portrait photo sits
 near the centre) and squares centred on the subject's face (:mod:`.faces`; without a
 detected face, on where a portrait puts it). On the query side, borders (uniform,
-blurred or letterbox) are stripped, the photo-like areas inside a page are cut out, a
-round avatar's disc, or a circle on a page (:mod:`.avatars` finds both), is cut to the
-square inside it, detected faces give squares of the
-same sizes as the references' face squares, and the mirrored image is tried too; the
-best score over all (view, region) pairs wins.
+blurred or letterbox) are stripped and the photo-like areas inside a page are cut out
+(:mod:`.pages` finds both), a round avatar's disc, or a circle on a page (:mod:`.avatars`
+finds both), is cut to the square inside it, detected faces give squares of the same
+sizes as the references' face squares, and the mirrored image is tried too; the best
+score over all (view, region) pairs wins.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Sequence, Union
 
-import numpy as np
 from PIL import Image, ImageOps
 
 from .avatars import disc_square, inscribed_square, round_avatars, squarish
 from .faces import Face, detect_faces
+from .pages import content_box, photo_boxes
 
 Box = tuple[float, float, float, float]  # fractions of width/height: x0, y0, x1, y1
 
@@ -73,8 +73,15 @@ SMALL_VIEW_SIDE = 200
 MIN_VIEW_SIDE = 32
 #: The name of the views cut around the photo-like areas of a page (``photo0``, ...).
 PHOTO_VIEW = "photo"
+#: A photo-like area covering more than this share of the query's area is the query's own
+#: photo (a portrait's figure before a plain backdrop, a story's photo between its bars),
+#: not a photo that a page shows small: it alone does not make the query a page
+#: (:func:`on_a_page`), and it is no avatar (:func:`small_views`).
+PAGE_PHOTO_SHARE = 0.5
 #: The name of the views cut inside the circles :func:`round_avatars` finds (``circle0``, ...).
 CIRCLE_VIEW = "circle"
+#: Appended to a photo view's name for the square inscribed in it (``photo0-inner``).
+INNER_SUFFIX = "-inner"
 #: Their side, in inscribed-square sides. The embedder sees 0.95 of the inscribed square:
 #: pure photo. Verification sees 1.2 (0.85 of the circle's diameter): the corners show a
 #: little of the page, but the disc's rim holds many of the keypoints that verify a profile
@@ -239,7 +246,7 @@ def query_views(image: Image.Image, mirror: bool = True, strip: bool = True, pho
         if inner is not None:
             x, y = views[-1].box[:2]
             views.append(cut("disc", (inner[0] + x, inner[1] + y, inner[2] + x, inner[3] + y)))
-    if circles and areas:
+    if circles and any(_area(box) <= PAGE_PHOTO_SHARE * _area(views[0].box) for box in areas):
         # a round avatar is a page's: on a photo the Hough transform finds circles in texture (a
         # third of the dev negatives have one), each verified against every candidate; a circle
         # smaller than the smallest evidence view is texture too
@@ -255,12 +262,16 @@ def query_views(image: Image.Image, mirror: bool = True, strip: bool = True, pho
             views.append(cut(f"{PHOTO_VIEW}{number}", box))
             if squarish(box):
                 # a round avatar hides the square's corners: its inscribed square is pure photo
-                views.append(cut(f"{PHOTO_VIEW}{number}-inner", inscribed_square(box)))
+                views.append(cut(f"{PHOTO_VIEW}{number}{INNER_SUFFIX}", inscribed_square(box)))
     return views + mirrored
 
 
 def _side(box: tuple[int, int, int, int]) -> int:
     return min(box[2] - box[0], box[3] - box[1])
+
+
+def _area(box: tuple[int, int, int, int]) -> int:
+    return (box[2] - box[0]) * (box[3] - box[1])
 
 
 def circle_views(views: Sequence[QueryView]) -> list[int]:
@@ -269,8 +280,22 @@ def circle_views(views: Sequence[QueryView]) -> list[int]:
 
 
 def on_a_page(views: Sequence[QueryView]) -> bool:
-    """Whether the query is a page around photos: its photo-like areas gave views."""
-    return any(view.name.startswith(PHOTO_VIEW) for view in views)
+    """Whether the query is a page around photos: a photo-like area that covers at most
+    :data:`PAGE_PHOTO_SHARE` of it gave a view."""
+    return bool(page_photos(views))
+
+
+def page_photos(views: Sequence[QueryView]) -> list[int]:
+    """Numbers of the unmirrored views cut from photo-like areas (or inside them) that cover
+    at most :data:`PAGE_PHOTO_SHARE` of the query."""
+    areas = {view.name: view.box for view in views if view.name.startswith(PHOTO_VIEW) and view.box is not None}
+    whole = _area(views[0].box) if views and views[0].box is not None else 0
+    chosen = []
+    for number, view in enumerate(views):
+        area = areas.get(view.name.removesuffix(INNER_SUFFIX)) if not view.mirrored else None
+        if area is not None and _area(area) <= PAGE_PHOTO_SHARE * whole:
+            chosen.append(number)
+    return chosen
 
 
 def face_detect_side(views: Sequence[QueryView]) -> int:
@@ -284,14 +309,18 @@ def small_views(views: Sequence[QueryView], circles: bool = True) -> list[int]:
     """Numbers of the unmirrored evidence views that are small and square-ish: an avatar's
     photo box or disc on a screenshot, or a small query as a whole (at most
     :data:`SMALL_VIEW_SIDE` pixels, at least :data:`MIN_VIEW_SIDE`); with ``circles=False``,
-    not those cut inside a circle.
+    not those cut inside a circle. A photo area that is most of the query is its own photo,
+    no avatar (:data:`PAGE_PHOTO_SHARE`).
     """
     chosen = []
+    shown_small = set(page_photos(views))
     for number, view in enumerate(views):
         width, height = view.image.size
         if view.mirrored or not view.evidence or min(width, height) < MIN_VIEW_SIDE:
             continue
         if not circles and view.name.startswith(CIRCLE_VIEW):
+            continue
+        if view.name.startswith(PHOTO_VIEW) and number not in shown_small:
             continue
         if max(width, height) <= SMALL_VIEW_SIDE and squarish((0, 0, width, height), 1.3):
             chosen.append(number)
@@ -320,81 +349,3 @@ def mirror_views(views: Sequence[QueryView]) -> list[QueryView]:
     """The mirror images of ``views`` (named ``NAME+mirror``)."""
     return [QueryView(view.name + "+mirror", ImageOps.mirror(view.image), True, view.evidence, view.box,
                       None if view.embedded is None else ImageOps.mirror(view.embedded)) for view in views]
-
-
-def content_box(image: Image.Image, max_trim: float = 0.45, min_trim: float = 0.03) -> tuple[int, int, int, int] | None:
-    """Pixel box of the image without flat or blurred borders, or None when there are none.
-
-    A border row or column has far less detail (gradient energy) than the picture inside:
-    uniform padding, letterbox bars and the blurred copies used to fill a frame all do.
-    """
-    gray = np.asarray(image.convert("L").resize(_small_size(image.size)), dtype=np.float32)
-    height, width = gray.shape
-    if height < 16 or width < 16:
-        return None
-    energy = np.zeros_like(gray)
-    energy[:, 1:] += np.abs(np.diff(gray, axis=1))
-    energy[1:, :] += np.abs(np.diff(gray, axis=0))
-    rows, columns = energy.mean(axis=1), energy.mean(axis=0)
-    inner = energy[height // 4 : 3 * height // 4, width // 4 : 3 * width // 4].mean()
-    limit = max(0.5, 0.12 * float(inner))
-    top, bottom = _trim(rows, limit, max_trim)
-    left, right = _trim(columns, limit, max_trim)
-    if max(top, bottom, left, right) < min_trim * max(height, width):
-        return None
-    scale_x, scale_y = image.size[0] / width, image.size[1] / height
-    box = (round(left * scale_x), round(top * scale_y), round((width - right) * scale_x), round((height - bottom) * scale_y))
-    if (box[2] - box[0]) * (box[3] - box[1]) < 0.15 * image.size[0] * image.size[1]:
-        return None
-    return box
-
-
-def _trim(profile: np.ndarray, limit: float, max_trim: float) -> tuple[int, int]:
-    cap = int(len(profile) * max_trim)
-    start = 0
-    while start < cap and profile[start] < limit:
-        start += 1
-    end = 0
-    while end < cap and profile[len(profile) - 1 - end] < limit:
-        end += 1
-    return start, end
-
-
-def _small_size(size: tuple[int, int], side: int = 256) -> tuple[int, int]:
-    width, height = size
-    scale = min(1.0, side / max(width, height))
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def photo_boxes(image: Image.Image, max_boxes: int = 2, min_area: float = 0.008) -> list[tuple[int, int, int, int]]:
-    """Pixel boxes of photo-like areas inside a larger image (a screenshot, a profile page).
-
-    Photos are textured almost everywhere, while page furniture is flat colour with thin
-    text: keep pixels with local contrast, erase thin structures (text, lines), and return
-    the largest connected areas that are clearly smaller than the whole image.
-    """
-    import cv2
-
-    small_size = _small_size(image.size, 256)
-    gray = np.asarray(image.convert("L").resize(small_size), dtype=np.float32)
-    # a small window keeps text strokes thin, so the opening below erases them; the low
-    # threshold keeps smooth photo areas (skin, sky), which are never perfectly flat
-    mean = cv2.blur(gray, (3, 3))
-    contrast = np.sqrt(np.maximum(cv2.blur(gray * gray, (3, 3)) - mean * mean, 0))
-    mask = (contrast > 1.0).astype(np.uint8)
-    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((9, 9), np.uint8))
-    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
-    count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    height, width = gray.shape
-    scale_x, scale_y = image.size[0] / width, image.size[1] / height
-    boxes = []
-    for label in range(1, count):
-        x, y, w, h, area = (int(value) for value in stats[label])
-        box_area = w * h / (width * height)
-        elongation = max(w / h, h / w)
-        # text lines and button rows are elongated; photos rarely exceed 3:1
-        if box_area < min_area or box_area > 0.85 or area < 0.5 * w * h or elongation > 3.0:
-            continue
-        boxes.append((box_area, (round(x * scale_x), round(y * scale_y), round((x + w) * scale_x), round((y + h) * scale_y))))
-    boxes.sort(key=lambda item: -item[0])
-    return [box for _, box in boxes[:max_boxes]]

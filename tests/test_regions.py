@@ -241,3 +241,22 @@ def test_circles_are_sought_on_pages_only(monkeypatch):
     for photos in (True, False):  # a page is a page whether or not its areas are searched
         names = [view.name for view in query_views(image, mirror=False, photos=photos)]
         assert "circle0" in names and ("photo0" in names) == photos
+
+
+def test_a_photo_area_that_is_most_of_the_query_is_its_own_photo(monkeypatch):
+    import provenance.regions as regions
+    from provenance.regions import on_a_page, small_views
+
+    image = _textured(15, (300, 300))
+    monkeypatch.setattr(regions, "round_avatars", lambda image, side: [(100, 100, 170, 170)])
+    monkeypatch.setattr(regions, "photo_boxes", lambda image: [(20, 20, 280, 280)])  # a figure before a plain backdrop
+    views = query_views(image, mirror=False, strip=False, disc=False)
+    names = [view.name for view in views]
+    assert "photo0" in names and "photo0-inner" in names  # still searched as views
+    assert max(views[names.index("photo0-inner")].image.size) <= regions.SMALL_VIEW_SIDE
+    assert not on_a_page(views) and small_views(views) == [] and not any(name.startswith("circle") for name in names)
+    monkeypatch.setattr(regions, "photo_boxes", lambda image: [(20, 20, 280, 280), (10, 200, 70, 260)])
+    views = query_views(image, mirror=False, strip=False, disc=False)
+    names = [view.name for view in views]
+    assert on_a_page(views) and "circle0" in names
+    assert [names[number] for number in small_views(views)] == ["circle0", "photo1", "photo1-inner"]
