@@ -225,8 +225,8 @@ def query_views(image: Image.Image, mirror: bool = True, strip: bool = True, pho
     """The views searched for a query.
 
     As given; without borders; the square inside a round avatar's disc; on a page (a query
-    with photo-like areas), the squares inside the round avatars found anywhere in it (a
-    profile page's avatar); squares of ``face_scales`` face sizes around the largest
+    with a photo-like area covering at most :data:`PAGE_PHOTO_SHARE` of it), the squares
+    inside the round avatars found anywhere in it (a profile page's avatar); squares of ``face_scales`` face sizes around the largest
     detected face (the references' face squares); the photo-like areas inside it (a
     screenshot's photo, an avatar); and the mirror images of all but the photo areas.
     ``circles`` is honoured on pages only, whether or not ``photos`` adds their areas as views.
