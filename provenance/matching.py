@@ -23,7 +23,7 @@ from .verify.pdq import MATCH_THRESHOLD as PDQ_MATCH_DISTANCE
 from .verify.pdq import MIN_QUALITY as PDQ_MIN_QUALITY
 from .verify.pdq import pdq_dihedral_with_quality
 from .index.metadata import Reference
-from .regions import circle_views, small_views
+from .regions import box_area, circle_views, small_views
 from .results import VERDICT_COPY, VERDICT_NO_MATCH, VERDICT_SIMILAR, Match, Transform
 
 #: Inliers at which a verified copy's strength is one half.
@@ -138,7 +138,7 @@ class QueryFeatures:
             frames = [number for number, frame in enumerate(self.views)
                       if number and frame.evidence and not frame.mirrored and frame.box is not None
                       and frame.box[0] <= cx <= frame.box[2] and frame.box[1] <= cy <= frame.box[3]]
-            frames.sort(key=lambda number: _area(self.views[number].box))
+            frames.sort(key=lambda number: box_area(self.views[number].box))
         return list(dict.fromkeys((*frames[:2], 0)))
 
     def base_view(self, view: int) -> int:
@@ -151,10 +151,6 @@ class QueryFeatures:
     def pdq_variants(self) -> list[bytes]:
         hashes, quality = pdq_dihedral_with_quality(self.views[0].image, max_side=512)
         return hashes if quality >= PDQ_MIN_QUALITY else []  # flat images give unreliable hashes
-
-
-def _area(box) -> int:
-    return (box[2] - box[0]) * (box[3] - box[1])
 
 
 def verify_candidates(candidates: list[Candidate], features: QueryFeatures, load_keypoints, pool=None) -> None:

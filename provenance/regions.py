@@ -150,13 +150,17 @@ def region_box(size: tuple[int, int], spec: RegionSpec, face: Face | None) -> tu
     return spec[0] * width, spec[1] * height, spec[2] * width, spec[3] * height
 
 
+def box_area(box: Sequence[float]) -> float:
+    """The area of an (x0, y0, x1, y1) box."""
+    return (box[2] - box[0]) * (box[3] - box[1])
+
+
 def box_iou(first: Sequence[float], second: Sequence[float]) -> float:
     """Intersection over union of two (x0, y0, x1, y1) boxes."""
     inter_w = max(0.0, min(first[2], second[2]) - max(first[0], second[0]))
     inter_h = max(0.0, min(first[3], second[3]) - max(first[1], second[1]))
     inter = inter_w * inter_h
-    union = ((first[2] - first[0]) * (first[3] - first[1]) + (second[2] - second[0]) * (second[3] - second[1])
-             - inter)
+    union = box_area(first) + box_area(second) - inter
     return inter / union if union > 0 else 0.0
 
 
@@ -226,9 +230,10 @@ def query_views(image: Image.Image, mirror: bool = True, strip: bool = True, pho
 
     As given; without borders; the square inside a round avatar's disc; on a page (a query
     with a photo-like area covering at most :data:`PAGE_PHOTO_SHARE` of it), the squares
-    inside the round avatars found anywhere in it (a profile page's avatar); squares of ``face_scales`` face sizes around the largest
-    detected face (the references' face squares); the photo-like areas inside it (a
-    screenshot's photo, an avatar); and the mirror images of all but the photo areas.
+    inside the round avatars found anywhere in it (a profile page's avatar); squares of
+    ``face_scales`` face sizes around the largest detected face (the references' face
+    squares); the photo-like areas inside it (a screenshot's photo, an avatar); and the
+    mirror images of all but the photo areas.
     ``circles`` is honoured on pages only, whether or not ``photos`` adds their areas as views.
     """
     def cut(name: str, box: tuple[int, int, int, int], evidence: bool = True) -> QueryView:
@@ -246,7 +251,7 @@ def query_views(image: Image.Image, mirror: bool = True, strip: bool = True, pho
         if inner is not None:
             x, y = views[-1].box[:2]
             views.append(cut("disc", (inner[0] + x, inner[1] + y, inner[2] + x, inner[3] + y)))
-    if circles and any(_area(box) <= PAGE_PHOTO_SHARE * _area(views[0].box) for box in areas):
+    if circles and any(_shown_small(box, views[0].box) for box in areas):
         # a round avatar is a page's: on a photo the Hough transform finds circles in texture (a
         # third of the dev negatives have one), each verified against every candidate; a circle
         # smaller than the smallest evidence view is texture too
@@ -270,8 +275,9 @@ def _side(box: tuple[int, int, int, int]) -> int:
     return min(box[2] - box[0], box[3] - box[1])
 
 
-def _area(box: tuple[int, int, int, int]) -> int:
-    return (box[2] - box[0]) * (box[3] - box[1])
+def _shown_small(area: tuple[int, int, int, int], whole: tuple[int, int, int, int]) -> bool:
+    """Whether a photo-like ``area`` is one a page shows (:data:`PAGE_PHOTO_SHARE`), not the query's own photo."""
+    return box_area(area) <= PAGE_PHOTO_SHARE * box_area(whole)
 
 
 def circle_views(views: Sequence[QueryView]) -> list[int]:
@@ -288,12 +294,13 @@ def on_a_page(views: Sequence[QueryView]) -> bool:
 def page_photos(views: Sequence[QueryView]) -> list[int]:
     """Numbers of the unmirrored views cut from photo-like areas (or inside them) that cover
     at most :data:`PAGE_PHOTO_SHARE` of the query."""
+    if not views or views[0].box is None:
+        return []
     areas = {view.name: view.box for view in views if view.name.startswith(PHOTO_VIEW) and view.box is not None}
-    whole = _area(views[0].box) if views and views[0].box is not None else 0
     chosen = []
     for number, view in enumerate(views):
         area = areas.get(view.name.removesuffix(INNER_SUFFIX)) if not view.mirrored else None
-        if area is not None and _area(area) <= PAGE_PHOTO_SHARE * whole:
+        if area is not None and _shown_small(area, views[0].box):
             chosen.append(number)
     return chosen
 
